@@ -1,0 +1,55 @@
+package auth
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// MinPasswordLength is the shortest account password accepted.
+const MinPasswordLength = 8
+
+// maxPasswordBytes is bcrypt's input limit; longer passwords would be
+// silently truncated, so they are refused instead.
+const maxPasswordBytes = 72
+
+// HashPassword returns the bcrypt hash of an account password.
+func HashPassword(pw string) (string, error) {
+	if len(pw) < MinPasswordLength {
+		return "", fmt.Errorf("password must be at least %d characters", MinPasswordLength)
+	}
+	if len(pw) > maxPasswordBytes {
+		return "", fmt.Errorf("password must be at most %d bytes", maxPasswordBytes)
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return string(h), nil
+}
+
+// CheckPassword reports whether pw matches a bcrypt hash.
+func CheckPassword(hash, pw string) bool {
+	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil
+}
+
+var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// GeneratePassword returns a random password in the xxxx-xxxx-xxxx-xxxx
+// form (80 bits), easy to read aloud and to type.
+func GeneratePassword() string {
+	b := make([]byte, 10)
+	rand.Read(b)
+	s := lowerBase32.EncodeToString(b)
+	return strings.Join([]string{s[0:4], s[4:8], s[8:12], s[12:16]}, "-")
+}
+
+// GenerateToken returns a random 256-bit token as unpadded base32.
+func GenerateToken() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return lowerBase32.EncodeToString(b)
+}

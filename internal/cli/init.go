@@ -1,0 +1,361 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"charm.land/huh/v2"
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/spf13/cobra"
+
+	"stratus/internal/auth"
+	"stratus/internal/config"
+	"stratus/internal/identity"
+)
+
+type initOptions struct {
+	didMethod string
+	password  string
+	yes       bool
+	json      bool
+}
+
+func newInitCmd(e IO) *cobra.Command {
+	var o initOptions
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create or complete a data directory: keys, account identity, settings",
+		Long: `init writes the data directory's settings.json and secrets.json (mode 0600):
+a new secp256k1 signing key, a JWT secret, an admin token and the bcrypt hash
+of the account password. For did:plc it also creates a rotation key, signs a
+PLC genesis operation and registers it with the PLC directory.
+
+On a terminal it asks for anything not given as a flag. With --yes (or
+without a terminal) it uses flags and defaults only. Keys are printed once:
+back them up. Re-running init keeps existing keys and secrets.`,
+		Example: `  pds init
+  pds init --data-dir /var/lib/pds --handle alice.example.com --hostname pds.example.com \
+      --public-url https://pds.example.com --did-method plc --email alice@example.com --yes --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runInit(cmd, e, o) },
+	}
+	addConfigFlags(cmd, false)
+	cmd.Flags().StringVar(&o.didMethod, "did-method", "", "web (DID document served by this server) or plc (registered with the PLC directory)")
+	cmd.Flags().StringVar(&o.password, "password", "", "account password (a random one is generated and shown once if empty; env PDS_PASSWORD)")
+	cmd.Flags().BoolVarP(&o.yes, "yes", "y", false, "do not prompt; use flags and defaults")
+	cmd.Flags().BoolVar(&o.json, "json", false, "print what was generated as one JSON object")
+	return cmd
+}
+
+// initResult is what init reports; secrets appear only when generated now.
+type initResult struct {
+	DataDir          string `json:"dataDir"`
+	DID              string `json:"did"`
+	Handle           string `json:"handle"`
+	PublicURL        string `json:"publicUrl"`
+	AdminToken       string `json:"adminToken,omitempty"`
+	SigningKey       string `json:"signingKey,omitempty"`
+	SigningKeyPublic string `json:"signingKeyPublic"`
+	RotationKey      string `json:"rotationKey,omitempty"`
+	RotationKeyPub   string `json:"rotationKeyPublic,omitempty"`
+	Password         string `json:"password,omitempty"`
+	Existing         bool   `json:"existing"`
+}
+
+func runInit(cmd *cobra.Command, e IO, o initOptions) error {
+	ctx := cmd.Context()
+	c, err := loadConfig(cmd, e)
+	if err != nil {
+		return err
+	}
+	existing := config.Exists(c.DataDir)
+	if o.password == "" {
+		o.password = e.Getenv("PDS_PASSWORD")
+	}
+	if existing && c.DID != "" {
+		if o.didMethod != "" && !strings.HasPrefix(c.DID, "did:"+o.didMethod+":") {
+			return usageError{fmt.Sprintf("%s already holds the account %s; --did-method %s cannot change it", c.DataDir, c.DID, o.didMethod)}
+		}
+	}
+	if o.password != "" && c.PasswordHash != "" {
+		return usageError{"a password is already set in " + c.DataDir + "; init never replaces secrets (remove password-hash from secrets.json to set a new one)"}
+	}
+
+	interactive := !o.yes && e.interactive()
+	if interactive {
+		if err := promptInit(c, &o, existing); err != nil {
+			return err
+		}
+	}
+	if err := fillInitDefaults(c, &o); err != nil {
+		return err
+	}
+
+	res := initResult{DataDir: c.DataDir, Existing: existing}
+	if err := generateSecrets(c, &o, &res); err != nil {
+		return err
+	}
+	signing, err := config.ParseKey(c.SigningKey)
+	if err != nil {
+		return fmt.Errorf("signing key: %w", err)
+	}
+	pub, err := signing.PublicKey()
+	if err != nil {
+		return fmt.Errorf("signing key: %w", err)
+	}
+	c.SigningKeyPublic = pub.DIDKey()
+
+	if c.DID == "" {
+		switch o.didMethod {
+		case "web":
+			c.DID = config.WebDID(c.PublicURL).String()
+		case "plc":
+			did, rotPub, err := registerPLC(ctx, c, pub)
+			if err != nil {
+				return err
+			}
+			c.DID = did.String()
+			res.RotationKeyPub = rotPub
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if err := c.Save(); err != nil {
+		return err
+	}
+	res.DID, res.Handle, res.PublicURL, res.SigningKeyPublic = c.DID, c.Handle, c.PublicURL, c.SigningKeyPublic
+	return printInit(e, o, res)
+}
+
+// fillInitDefaults derives what was not given: hostname and public URL from
+// each other, the handle from the hostname, did:web by default.
+func fillInitDefaults(c *config.Config, o *initOptions) error {
+	if c.Hostname == "" && c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err == nil {
+			c.Hostname = u.Hostname()
+		}
+	}
+	if c.Hostname == "" {
+		return usageError{"--hostname (or --public-url) is required"}
+	}
+	if c.PublicURL == "" {
+		if c.Hostname == "localhost" {
+			c.PublicURL = fmt.Sprintf("http://localhost:%d", c.Port)
+		} else {
+			c.PublicURL = "https://" + c.Hostname
+		}
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.Handle == "" {
+		c.Handle = c.Hostname
+	}
+	if h, err := syntax.ParseHandle(c.Handle); err == nil {
+		c.Handle = h.Normalize().String()
+	}
+	if o.didMethod == "" {
+		o.didMethod = "web"
+		if strings.HasPrefix(c.DID, "did:plc:") {
+			o.didMethod = "plc"
+		}
+	}
+	if o.didMethod != "web" && o.didMethod != "plc" {
+		return usageError{"--did-method must be web or plc"}
+	}
+	if c.PLCURL == "" {
+		c.PLCURL = config.DefaultPLCURL
+	}
+	c.PLCURL = strings.TrimRight(c.PLCURL, "/")
+	return nil
+}
+
+// generateSecrets fills every missing secret, recording new ones in res so
+// they are shown exactly once. Existing secrets are never replaced.
+func generateSecrets(c *config.Config, o *initOptions, res *initResult) error {
+	if c.SigningKey == "" {
+		k, err := atcrypto.GeneratePrivateKeyK256()
+		if err != nil {
+			return fmt.Errorf("generate signing key: %w", err)
+		}
+		c.SigningKey = config.EncodeKey(k)
+		res.SigningKey = c.SigningKey
+	}
+	if o.didMethod == "plc" && c.RotationKey == "" && c.DID == "" {
+		k, err := atcrypto.GeneratePrivateKeyK256()
+		if err != nil {
+			return fmt.Errorf("generate rotation key: %w", err)
+		}
+		c.RotationKey = config.EncodeKey(k)
+		res.RotationKey = c.RotationKey
+	}
+	if c.JWTSecret == "" {
+		c.JWTSecret = auth.GenerateToken()
+	}
+	if c.AdminToken == "" {
+		c.AdminToken = auth.GenerateToken()
+		res.AdminToken = c.AdminToken
+	}
+	if c.PasswordHash == "" {
+		pw := o.password
+		if pw == "" {
+			pw = auth.GeneratePassword()
+			res.Password = pw
+		}
+		h, err := auth.HashPassword(pw)
+		if err != nil {
+			return usageError{"--password: " + err.Error()}
+		}
+		c.PasswordHash = h
+	}
+	return nil
+}
+
+// registerPLC signs a genesis operation with the rotation key and submits it
+// to the PLC directory; the DID is derived from the operation.
+func registerPLC(ctx context.Context, c *config.Config, signing atcrypto.PublicKey) (syntax.DID, string, error) {
+	rot, err := config.ParseKey(c.RotationKey)
+	if err != nil {
+		return "", "", fmt.Errorf("rotation key: %w", err)
+	}
+	h, err := syntax.ParseHandle(c.Handle)
+	if err != nil {
+		return "", "", usageError{fmt.Sprintf("--handle: invalid handle %q", c.Handle)}
+	}
+	op, err := identity.NewGenesis(rot, nil, signing, h, c.PublicURL)
+	if err != nil {
+		return "", "", fmt.Errorf("build plc genesis: %w", err)
+	}
+	did, err := op.DID()
+	if err != nil {
+		return "", "", fmt.Errorf("derive did: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	client := &identity.PLCClient{URL: c.PLCURL, HTTPClient: &http.Client{Timeout: 30 * time.Second}}
+	if err := client.Submit(ctx, did, op); err != nil {
+		return "", "", fmt.Errorf("register %s with %s: %w", did, c.PLCURL, err)
+	}
+	rotPub, err := rot.PublicKey()
+	if err != nil {
+		return "", "", err
+	}
+	return did, rotPub.DIDKey(), nil
+}
+
+func printInit(e IO, o initOptions, res initResult) error {
+	if o.json {
+		enc := json.NewEncoder(e.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	w := e.Stdout
+	verb := "Initialised"
+	if res.Existing {
+		verb = "Updated (existing keys kept)"
+	}
+	fmt.Fprintf(w, "%s data directory %s\n\n", verb, res.DataDir)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  DID\t%s\n", res.DID)
+	fmt.Fprintf(tw, "  Handle\t%s\n", res.Handle)
+	fmt.Fprintf(tw, "  Public URL\t%s\n", res.PublicURL)
+	fmt.Fprintf(tw, "  Signing key (public)\t%s\n", res.SigningKeyPublic)
+	tw.Flush()
+	if res.AdminToken != "" || res.SigningKey != "" || res.RotationKey != "" || res.Password != "" {
+		fmt.Fprintln(w, "\nShown once. Copy these somewhere safe now:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		if res.Password != "" {
+			fmt.Fprintf(tw, "  Account password\t%s\n", res.Password)
+		}
+		if res.AdminToken != "" {
+			fmt.Fprintf(tw, "  Admin token\t%s\n", res.AdminToken)
+		}
+		if res.SigningKey != "" {
+			fmt.Fprintf(tw, "  Signing key\t%s\n", res.SigningKey)
+		}
+		if res.RotationKey != "" {
+			fmt.Fprintf(tw, "  Rotation key\t%s  (%s)\n", res.RotationKey, res.RotationKeyPub)
+		}
+		tw.Flush()
+		fmt.Fprintln(w, "\nWARNING: the signing key signs your repository and the rotation key controls")
+		fmt.Fprintln(w, "your did:plc identity. Anyone holding them can act as you; losing them can lose")
+		fmt.Fprintln(w, "the account. They are also stored in secrets.json (mode 0600): back that file up.")
+	}
+	fmt.Fprintf(w, "\nNext: pds serve --data-dir %s\n", res.DataDir)
+	return nil
+}
+
+// promptInit asks for the settings not given as flags.
+func promptInit(c *config.Config, o *initOptions, existing bool) error {
+	hostname := c.Hostname
+	if hostname == "" {
+		hostname = "localhost"
+	}
+	handle, email, method, plcURL := c.Handle, c.Email, o.didMethod, c.PLCURL
+	if method == "" {
+		method = "web"
+	}
+	fields := []huh.Field{
+		huh.NewInput().Title("Hostname").Description("DNS name clients use to reach this server").Value(&hostname).
+			Validate(func(s string) error {
+				if s == "" || strings.ContainsAny(s, "/: ") {
+					return fmt.Errorf("a bare DNS name, like pds.example.com")
+				}
+				return nil
+			}),
+	}
+	if c.DID == "" {
+		fields = append(fields,
+			huh.NewSelect[string]().Title("Identity").Options(
+				huh.NewOption("did:web (DID document served by this server)", "web"),
+				huh.NewOption("did:plc (registered with the PLC directory; portable)", "plc"),
+			).Value(&method))
+	}
+	fields = append(fields,
+		huh.NewInput().Title("Handle").Description("leave empty to use the hostname").Value(&handle).
+			Validate(func(s string) error {
+				if s == "" {
+					return nil
+				}
+				_, err := syntax.ParseHandle(s)
+				return err
+			}),
+		huh.NewInput().Title("Email").Description("optional").Value(&email),
+	)
+	pw := ""
+	if c.PasswordHash == "" && o.password == "" {
+		fields = append(fields, huh.NewInput().Title("Account password").Description("leave empty to generate one").
+			EchoMode(huh.EchoModePassword).Value(&pw).
+			Validate(func(s string) error {
+				if s != "" && len(s) < auth.MinPasswordLength {
+					return fmt.Errorf("at least %d characters", auth.MinPasswordLength)
+				}
+				return nil
+			}))
+	}
+	if err := huh.NewForm(huh.NewGroup(fields...)).Run(); err != nil {
+		return fmt.Errorf("prompt: %w", err)
+	}
+	if method == "plc" && c.DID == "" {
+		if plcURL == "" {
+			plcURL = config.DefaultPLCURL
+		}
+		if err := huh.NewForm(huh.NewGroup(huh.NewInput().Title("PLC directory").Value(&plcURL))).Run(); err != nil {
+			return fmt.Errorf("prompt: %w", err)
+		}
+	}
+	if hostname != c.Hostname && !existing {
+		c.PublicURL = ""
+	}
+	c.Hostname, c.Handle, c.Email, c.PLCURL, o.didMethod = hostname, handle, email, plcURL, method
+	if pw != "" {
+		o.password = pw
+	}
+	return nil
+}

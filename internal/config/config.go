@@ -1,0 +1,437 @@
+// Package config loads, overrides and validates the server's settings. A
+// data directory holds two files: settings.json (public settings) and
+// secrets.json (keys, token, password hash; mode 0600). Every setting can
+// be overridden by an environment variable PDS_<NAME> and a flag --<name>,
+// spelled the same way in all three places.
+package config
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+)
+
+// File names inside the data directory.
+const (
+	SettingsFile = "settings.json"
+	SecretsFile  = "secrets.json"
+	DatabaseFile = "pds.sqlite"
+	BlobsDir     = "blobs"
+)
+
+// Defaults.
+const (
+	DefaultDataDir = "pds-data"
+	DefaultPort    = 2583
+	DefaultBind    = "127.0.0.1"
+	DefaultPLCURL  = "https://plc.directory"
+)
+
+// Settings are the public settings, stored in settings.json.
+type Settings struct {
+	// Hostname is the server's DNS name; the server's own DID is
+	// did:web:<hostname>.
+	Hostname string `json:"hostname"`
+	// PublicURL is the one origin clients use to reach the server, used
+	// verbatim wherever a URL of this server appears.
+	PublicURL string `json:"public-url"`
+	Port      int    `json:"port"`
+	Bind      string `json:"bind"`
+	DID       string `json:"did"`
+	Handle    string `json:"handle"`
+	Email     string `json:"email"`
+	PLCURL    string `json:"plc-url"`
+	// InitiallyActive is the account state applied when the account is
+	// first created (false to start deactivated, e.g. for a migration).
+	InitiallyActive bool `json:"initially-active"`
+	// SigningKeyPublic is the did:key of the signing key, kept in the public
+	// file so operators can see it; it must match the private key.
+	SigningKeyPublic string `json:"signing-key-public"`
+	// UserDomains lists handle suffixes offered by describeServer.
+	UserDomains       []string `json:"user-domains,omitempty"`
+	ContactEmail      string   `json:"contact-email,omitempty"`
+	PrivacyPolicyURL  string   `json:"privacy-policy-url,omitempty"`
+	TermsOfServiceURL string   `json:"terms-of-service-url,omitempty"`
+	LogLevel          string   `json:"log-level,omitempty"`
+}
+
+// Secrets are the secret settings, stored in secrets.json with mode 0600.
+type Secrets struct {
+	// SigningKey is the hex-encoded secp256k1 key that signs commits.
+	SigningKey string `json:"signing-key"`
+	// RotationKey is the hex-encoded secp256k1 PLC rotation key (did:plc).
+	RotationKey  string `json:"rotation-key,omitempty"`
+	JWTSecret    string `json:"jwt-secret"`
+	PasswordHash string `json:"password-hash"`
+	AdminToken   string `json:"admin-token"`
+}
+
+// Config is the complete configuration of a data directory.
+type Config struct {
+	DataDir string `json:"-"`
+	Settings
+	Secrets
+}
+
+// Default returns a configuration with every default filled in.
+func Default(dataDir string) *Config {
+	return &Config{
+		DataDir: dataDir,
+		Settings: Settings{
+			Port:            DefaultPort,
+			Bind:            DefaultBind,
+			PLCURL:          DefaultPLCURL,
+			InitiallyActive: true,
+			LogLevel:        "info",
+		},
+	}
+}
+
+// Field describes one setting for flags and environment variables.
+type Field struct {
+	Name   string // flag and file name, e.g. "public-url"
+	Usage  string
+	Secret bool
+	get    func(*Config) string
+	set    func(*Config, string) error
+}
+
+// Env returns the environment variable of the field, e.g. PDS_PUBLIC_URL.
+func (f Field) Env() string {
+	return "PDS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+}
+
+// Get returns the field's current value as text.
+func (f Field) Get(c *Config) string { return f.get(c) }
+
+// Set parses and stores a value.
+func (f Field) Set(c *Config, v string) error {
+	if err := f.set(c, v); err != nil {
+		return fmt.Errorf("%s: %w", f.Name, err)
+	}
+	return nil
+}
+
+func str(p func(*Config) *string) (func(*Config) string, func(*Config, string) error) {
+	return func(c *Config) string { return *p(c) }, func(c *Config, v string) error { *p(c) = v; return nil }
+}
+
+func field(name, usage string, secret bool, p func(*Config) *string) Field {
+	g, s := str(p)
+	return Field{Name: name, Usage: usage, Secret: secret, get: g, set: s}
+}
+
+// Fields lists every overridable setting. The data directory itself is
+// handled separately, since it locates the files.
+func Fields() []Field {
+	return []Field{
+		field("hostname", "DNS name of this server", false, func(c *Config) *string { return &c.Hostname }),
+		field("public-url", "public origin of this server, e.g. https://pds.example.com", false, func(c *Config) *string { return &c.PublicURL }),
+		{Name: "port", Usage: "TCP port to listen on",
+			get: func(c *Config) string { return strconv.Itoa(c.Port) },
+			set: func(c *Config, v string) error {
+				p, err := strconv.Atoi(v)
+				if err != nil || p < 0 || p > 65535 {
+					return fmt.Errorf("invalid port %q", v)
+				}
+				c.Port = p
+				return nil
+			}},
+		field("bind", "address to listen on (0.0.0.0 for all interfaces)", false, func(c *Config) *string { return &c.Bind }),
+		field("did", "DID of the hosted account", false, func(c *Config) *string { return &c.DID }),
+		field("handle", "handle of the hosted account", false, func(c *Config) *string { return &c.Handle }),
+		field("email", "email address of the hosted account", false, func(c *Config) *string { return &c.Email }),
+		field("plc-url", "PLC directory URL", false, func(c *Config) *string { return &c.PLCURL }),
+		{Name: "initially-active", Usage: "whether the account starts active when first created",
+			get: func(c *Config) string { return strconv.FormatBool(c.InitiallyActive) },
+			set: func(c *Config, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("invalid boolean %q", v)
+				}
+				c.InitiallyActive = b
+				return nil
+			}},
+		field("signing-key-public", "did:key of the signing key", false, func(c *Config) *string { return &c.SigningKeyPublic }),
+		{Name: "user-domains", Usage: "comma-separated handle domains offered to users",
+			get: func(c *Config) string { return strings.Join(c.UserDomains, ",") },
+			set: func(c *Config, v string) error {
+				c.UserDomains = nil
+				for _, d := range strings.Split(v, ",") {
+					if d = strings.TrimSpace(d); d != "" {
+						c.UserDomains = append(c.UserDomains, d)
+					}
+				}
+				return nil
+			}},
+		field("contact-email", "operator contact email shown by describeServer", false, func(c *Config) *string { return &c.ContactEmail }),
+		field("privacy-policy-url", "privacy policy link shown by describeServer", false, func(c *Config) *string { return &c.PrivacyPolicyURL }),
+		field("terms-of-service-url", "terms of service link shown by describeServer", false, func(c *Config) *string { return &c.TermsOfServiceURL }),
+		field("log-level", "log level: debug, info, warn or error", false, func(c *Config) *string { return &c.LogLevel }),
+		field("signing-key", "hex secp256k1 repository signing key", true, func(c *Config) *string { return &c.SigningKey }),
+		field("rotation-key", "hex secp256k1 PLC rotation key", true, func(c *Config) *string { return &c.RotationKey }),
+		field("jwt-secret", "secret that signs session tokens", true, func(c *Config) *string { return &c.JWTSecret }),
+		field("password-hash", "bcrypt hash of the account password", true, func(c *Config) *string { return &c.PasswordHash }),
+		field("admin-token", "operator bearer token", true, func(c *Config) *string { return &c.AdminToken }),
+	}
+}
+
+// Load reads the data directory's files over the defaults. Missing files
+// are not an error: the result then simply fails Validate.
+func Load(dataDir string) (*Config, error) {
+	c := Default(dataDir)
+	if err := readJSON(filepath.Join(dataDir, SettingsFile), &c.Settings); err != nil {
+		return nil, err
+	}
+	if err := readJSON(filepath.Join(dataDir, SecretsFile), &c.Secrets); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Exists reports whether the data directory already holds a settings file.
+func Exists(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, SettingsFile))
+	return err == nil
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("parse %s: %w", path, err)
+	}
+	return nil
+}
+
+// ApplyEnv overrides settings from PDS_* variables found by getenv.
+func (c *Config) ApplyEnv(getenv func(string) string) error {
+	for _, f := range Fields() {
+		if v := getenv(f.Env()); v != "" {
+			if err := f.Set(c, v); err != nil {
+				return fmt.Errorf("%s: %w", f.Env(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// Save writes both files atomically (temp file, fsync, rename); the
+// secrets file is created with mode 0600 and never exists with wider
+// permissions, even briefly.
+func (c *Config) Save() error {
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if err := writeJSON(filepath.Join(c.DataDir, SettingsFile), c.Settings, 0o644); err != nil {
+		return err
+	}
+	return writeJSON(filepath.Join(c.DataDir, SecretsFile), c.Secrets, 0o600)
+}
+
+func writeJSON(path string, v any, mode os.FileMode) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	b = append(b, '\n')
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// ParseKey parses a secp256k1 private key given as hex (the stored form) or
+// multibase.
+func ParseKey(s string) (*atcrypto.PrivateKeyK256, error) {
+	s = strings.TrimSpace(s)
+	if b, err := hex.DecodeString(s); err == nil {
+		return atcrypto.ParsePrivateBytesK256(b)
+	}
+	k, err := atcrypto.ParsePrivateMultibase(s)
+	if err != nil {
+		return nil, fmt.Errorf("not a hex or multibase private key")
+	}
+	k256, ok := k.(*atcrypto.PrivateKeyK256)
+	if !ok {
+		return nil, fmt.Errorf("key is not secp256k1")
+	}
+	return k256, nil
+}
+
+// EncodeKey returns the stored (hex) form of a private key.
+func EncodeKey(k *atcrypto.PrivateKeyK256) string { return hex.EncodeToString(k.Bytes()) }
+
+// Problem is a configuration value that is missing or invalid.
+type Problem struct {
+	Field   string
+	Message string
+}
+
+// ValidationError lists every problem found by Validate.
+type ValidationError struct{ Problems []Problem }
+
+// Error implements error, naming each offending setting with its flag and
+// environment variable.
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid configuration:")
+	for _, p := range e.Problems {
+		env := Field{Name: p.Field}.Env()
+		fmt.Fprintf(&b, "\n  %s (--%s / %s): %s", p.Field, p.Field, env, p.Message)
+	}
+	return b.String()
+}
+
+// Validate checks every required value and returns a *ValidationError
+// naming each missing or invalid one.
+func (c *Config) Validate() error {
+	var probs []Problem
+	add := func(f, format string, args ...any) {
+		probs = append(probs, Problem{Field: f, Message: fmt.Sprintf(format, args...)})
+	}
+	if c.Hostname == "" {
+		add("hostname", "required")
+	} else if strings.ContainsAny(c.Hostname, "/:@ ") {
+		add("hostname", "must be a bare DNS name, got %q", c.Hostname)
+	}
+	if c.PublicURL == "" {
+		add("public-url", "required")
+	} else if err := checkOrigin(c.PublicURL); err != nil {
+		add("public-url", "%v", err)
+	}
+	if c.PLCURL != "" {
+		if err := checkOrigin(strings.TrimRight(c.PLCURL, "/")); err != nil {
+			add("plc-url", "%v", err)
+		}
+	}
+	did, err := syntax.ParseDID(c.DID)
+	switch {
+	case c.DID == "":
+		add("did", "required")
+	case err != nil:
+		add("did", "invalid DID %q: %v", c.DID, err)
+	case did.Method() != "web" && did.Method() != "plc":
+		add("did", "method must be web or plc, got %q", did.Method())
+	case did.Method() == "web" && c.PublicURL != "" && checkOrigin(c.PublicURL) == nil:
+		// The DID document of a did:web account is served by this server
+		// at /.well-known/did.json, so the DID must name this origin.
+		if want := WebDID(c.PublicURL); did != want {
+			add("did", "a did:web account hosted here must be %s (from public-url), got %s", want, did)
+		}
+	}
+	if c.Handle == "" {
+		add("handle", "required")
+	} else if _, err := syntax.ParseHandle(c.Handle); err != nil {
+		add("handle", "invalid handle %q: %v", c.Handle, err)
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		add("port", "must be 0-65535")
+	}
+	if c.SigningKey == "" {
+		add("signing-key", "required")
+	} else if k, err := ParseKey(c.SigningKey); err != nil {
+		add("signing-key", "does not parse: %v", err)
+	} else if c.SigningKeyPublic != "" {
+		pub, err := k.PublicKey()
+		if err != nil || pub.DIDKey() != c.SigningKeyPublic {
+			add("signing-key-public", "does not match the signing key")
+		}
+	}
+	if c.RotationKey != "" {
+		if _, err := ParseKey(c.RotationKey); err != nil {
+			add("rotation-key", "does not parse: %v", err)
+		}
+	}
+	if len(c.JWTSecret) < 32 {
+		add("jwt-secret", "required, at least 32 characters")
+	}
+	if len(c.AdminToken) < 16 {
+		add("admin-token", "required, at least 16 characters")
+	}
+	if c.PasswordHash == "" {
+		add("password-hash", "required")
+	} else if !strings.HasPrefix(c.PasswordHash, "$2") {
+		add("password-hash", "must be a bcrypt hash")
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		add("log-level", "must be debug, info, warn or error")
+	}
+	if len(probs) > 0 {
+		return &ValidationError{Problems: probs}
+	}
+	return nil
+}
+
+// checkOrigin accepts an http(s) origin with no path, query or fragment.
+func checkOrigin(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("invalid URL %q: %v", s, err)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return fmt.Errorf("URL %q must start with https:// or http://", s)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("URL %q has no host", s)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("URL %q must be an origin (scheme://host[:port]) with nothing after it", s)
+	}
+	if u.Path == "/" {
+		return fmt.Errorf("URL %q must not end with a slash", s)
+	}
+	return nil
+}
+
+// WebDID returns the did:web identifier of an origin: the host, with the
+// port percent-encoded as the did:web method requires.
+func WebDID(origin string) syntax.DID {
+	u, err := url.Parse(origin)
+	if err != nil {
+		return ""
+	}
+	return syntax.DID("did:web:" + strings.ReplaceAll(u.Host, ":", "%3A"))
+}
+
+// SigningKeyParsed parses the configured signing key.
+func (c *Config) SigningKeyParsed() (*atcrypto.PrivateKeyK256, error) { return ParseKey(c.SigningKey) }
+
+// ServiceDID is the server's own DID: did:web:<hostname>.
+func (c *Config) ServiceDID() syntax.DID { return syntax.DID("did:web:" + c.Hostname) }

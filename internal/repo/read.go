@@ -1,0 +1,84 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/bluesky-social/indigo/atproto/atdata"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+
+	"stratus/internal/pdserr"
+)
+
+// RecordView is a record as the read endpoints return it.
+type RecordView struct {
+	URI   syntax.ATURI
+	CID   cid.Cid
+	Value map[string]any
+}
+
+// GetRecord returns one record. When want is set, the record must have that
+// CID (the reference PDS answers RecordNotFound otherwise).
+func (s *Service) GetRecord(ctx context.Context, did syntax.DID, collection syntax.NSID, rkey syntax.RecordKey, want *cid.Cid) (*RecordView, error) {
+	uri := syntax.ATURI(fmt.Sprintf("at://%s/%s/%s", did, collection, rkey))
+	r, err := s.store.Record(ctx, did, collection, rkey)
+	if errors.Is(err, ErrBlockNotFound) || (err == nil && want != nil && !want.Equals(r.CID)) {
+		return nil, pdserr.New(pdserr.RecordNotFound, "Could not locate record: %s", uri)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read record: %w", err)
+	}
+	val, err := atdata.UnmarshalCBOR(r.Data)
+	if err != nil {
+		return nil, fmt.Errorf("decode record %s: %w", uri, err)
+	}
+	return &RecordView{URI: uri, CID: r.CID, Value: val}, nil
+}
+
+// ListRecords returns a page of a collection and the cursor of the next page
+// ("" when there is none). Pages are keyed by record key, so records written
+// between two calls never cause a repeat or a skip.
+func (s *Service) ListRecords(ctx context.Context, did syntax.DID, q ListQuery) ([]RecordView, string, error) {
+	if q.Limit < 1 || q.Limit > 100 {
+		return nil, "", pdserr.New(pdserr.InvalidRequest, "limit must be between 1 and 100")
+	}
+	want := q.Limit
+	q.Limit++
+	rows, err := s.store.ListRecords(ctx, did, q)
+	if err != nil {
+		return nil, "", fmt.Errorf("list records: %w", err)
+	}
+	more := len(rows) > want
+	if more {
+		rows = rows[:want]
+	}
+	out := make([]RecordView, 0, len(rows))
+	for _, r := range rows {
+		val, err := atdata.UnmarshalCBOR(r.Data)
+		if err != nil {
+			return nil, "", fmt.Errorf("decode record %s/%s: %w", r.Collection, r.RKey, err)
+		}
+		out = append(out, RecordView{
+			URI:   syntax.ATURI(fmt.Sprintf("at://%s/%s/%s", did, r.Collection, r.RKey)),
+			CID:   r.CID,
+			Value: val,
+		})
+	}
+	cursor := ""
+	if more && len(rows) > 0 {
+		cursor = rows[len(rows)-1].RKey.String()
+	}
+	return out, cursor, nil
+}
+
+// Collections lists the collections of did's repository.
+func (s *Service) Collections(ctx context.Context, did syntax.DID) ([]syntax.NSID, error) {
+	return s.store.Collections(ctx, did)
+}
+
+// Stats counts the blocks and records of did's repository.
+func (s *Service) Stats(ctx context.Context, did syntax.DID) (blocks, records int64, err error) {
+	return s.store.Stats(ctx, did)
+}

@@ -1,0 +1,232 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	atrepo "github.com/bluesky-social/indigo/atproto/repo"
+	"github.com/bluesky-social/indigo/atproto/repo/mst"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
+
+	"stratus/internal/pdserr"
+	"stratus/internal/sequencer"
+)
+
+// Schemas validates records against lexicons. internal/schema implements it.
+type Schemas interface {
+	HasRecord(collection syntax.NSID) bool
+	CheckRecordKey(collection syntax.NSID, rkey syntax.RecordKey) error
+	ValidateRecord(collection syntax.NSID, rec map[string]any) error
+}
+
+// KeySource returns the key that signs an account's commits.
+type KeySource interface {
+	SigningKey(ctx context.Context, did syntax.DID) (atcrypto.PrivateKey, error)
+}
+
+// WriteGuard reports whether an account may write now; it returns a
+// *pdserr.Error (AccountDeactivated, ...) when it may not.
+type WriteGuard func(ctx context.Context, did syntax.DID) error
+
+// Config holds the dependencies of a Service.
+type Config struct {
+	Store   Store
+	Schemas Schemas
+	Keys    KeySource
+	// CanWrite is consulted under the account's write lock before every
+	// commit; nil allows all writes.
+	CanWrite WriteGuard
+	// Now is the clock for event timestamps; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service is the repository engine. Writes to one account are serialised
+// by a per-account lock; writes to different accounts and all reads run in
+// parallel.
+type Service struct {
+	store    Store
+	schemas  Schemas
+	keys     KeySource
+	canWrite WriteGuard
+	now      func() time.Time
+
+	// rkeys generates record keys; commit revs come from each repo's own
+	// clock so that they can be kept above the stored rev.
+	rkeys *syntax.TIDClock
+
+	mu    sync.Mutex
+	repos map[syntax.DID]*repoState
+}
+
+// repoState is the cached, fully loaded MST of one repository. tree is nil
+// until first use and again after any failed commit, because indigo mutates
+// the tree in place and a failure may leave it half-modified.
+type repoState struct {
+	mu    sync.Mutex
+	tree  *mst.Tree
+	head  Head
+	clock *syntax.TIDClock
+}
+
+// NewService returns a repository engine.
+func NewService(cfg Config) *Service {
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{
+		store:    cfg.Store,
+		schemas:  cfg.Schemas,
+		keys:     cfg.Keys,
+		canWrite: cfg.CanWrite,
+		now:      now,
+		rkeys:    syntax.NewTIDClock(0),
+		repos:    map[syntax.DID]*repoState{},
+	}
+}
+
+func (s *Service) state(did syntax.DID) *repoState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.repos[did]
+	if !ok {
+		st = &repoState{}
+		s.repos[did] = st
+	}
+	return st
+}
+
+// load makes st.tree the current tree of did. Callers hold st.mu.
+func (s *Service) load(ctx context.Context, did syntax.DID, st *repoState) error {
+	if st.tree != nil {
+		return nil
+	}
+	head, err := s.store.Head(ctx, did)
+	if err != nil {
+		if errors.Is(err, ErrNoRepo) {
+			return pdserr.Wrap(err, pdserr.RepoNotFound, "Could not find repo for DID: "+did.String())
+		}
+		return fmt.Errorf("load head: %w", err)
+	}
+	tree, err := mst.LoadTreeFromStore(ctx, storeSource{ctx: ctx, store: s.store, did: did}, head.Data)
+	if err != nil {
+		return fmt.Errorf("load tree: %w", err)
+	}
+	if tree.IsPartial() {
+		return fmt.Errorf("load tree: repository of %s is missing MST blocks", did)
+	}
+	st.tree = tree
+	st.head = head
+	st.clock = clockAfter(head.Rev)
+	return nil
+}
+
+// clockAfter returns a TID clock whose next value is after rev, so revs keep
+// increasing even if the system clock went backwards across a restart.
+func clockAfter(rev syntax.TID) *syntax.TIDClock {
+	c := syntax.NewTIDClock(0)
+	if rev != "" {
+		last := syntax.ClockFromTID(rev)
+		c = &last
+	}
+	return c
+}
+
+// Create writes the genesis commit of a new, empty repository. It fails if
+// the account already has one. events are appended with the commit (the
+// caller supplies #identity/#account events for the new account).
+func (s *Service) Create(ctx context.Context, did syntax.DID, extra func(Head, []byte) ([]sequencer.Event, error)) (Head, error) {
+	st := s.state(did)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, err := s.store.Head(ctx, did); err == nil {
+		return Head{}, pdserr.New(pdserr.InvalidRequest, "repository already exists for %s", did)
+	} else if !errors.Is(err, ErrNoRepo) {
+		return Head{}, fmt.Errorf("read head: %w", err)
+	}
+	tree := mst.NewEmptyTree()
+	rec := newRecorder()
+	root, err := tree.WriteDiffBlocks(ctx, rec)
+	if err != nil {
+		return Head{}, fmt.Errorf("write empty tree: %w", err)
+	}
+	clock := syntax.NewTIDClock(0)
+	commit, commitBlock, err := s.sign(ctx, did, *root, clock.Next())
+	if err != nil {
+		return Head{}, err
+	}
+	head := Head{Commit: commitBlock.CID, Data: *root, Rev: syntax.TID(commit.Rev)}
+	b := &Batch{DID: did, Head: head, Rev: head.Rev, Put: append([]Block{commitBlock}, rec.blocks...)}
+	if extra != nil {
+		car, err := writeCAR(commitBlock.CID, []Block{commitBlock})
+		if err != nil {
+			return Head{}, err
+		}
+		evs, err := extra(head, car)
+		if err != nil {
+			return Head{}, err
+		}
+		b.Events = evs
+	}
+	if _, err := s.store.Apply(ctx, b); err != nil {
+		return Head{}, fmt.Errorf("apply genesis: %w", err)
+	}
+	st.tree, st.head, st.clock = &tree, head, clock
+	return head, nil
+}
+
+// sign builds, signs and encodes the commit for data at rev.
+func (s *Service) sign(ctx context.Context, did syntax.DID, data cid.Cid, rev syntax.TID) (*atrepo.Commit, Block, error) {
+	key, err := s.keys.SigningKey(ctx, did)
+	if err != nil {
+		return nil, Block{}, fmt.Errorf("signing key: %w", err)
+	}
+	c := &atrepo.Commit{DID: did.String(), Version: atrepo.ATPROTO_REPO_VERSION, Data: data, Rev: rev.String()}
+	if err := c.Sign(key); err != nil {
+		return nil, Block{}, fmt.Errorf("sign commit: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := c.MarshalCBOR(&buf); err != nil {
+		return nil, Block{}, fmt.Errorf("encode commit: %w", err)
+	}
+	cc, err := cborCID(buf.Bytes())
+	if err != nil {
+		return nil, Block{}, err
+	}
+	return c, Block{CID: cc, Data: buf.Bytes()}, nil
+}
+
+var cborPrefix = cid.NewPrefixV1(cid.DagCBOR, multihash.SHA2_256)
+
+func cborCID(data []byte) (cid.Cid, error) {
+	c, err := cborPrefix.Sum(data)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("hash block: %w", err)
+	}
+	return c, nil
+}
+
+// Head returns the current head of did's repository.
+func (s *Service) Head(ctx context.Context, did syntax.DID) (Head, error) {
+	h, err := s.store.Head(ctx, did)
+	if errors.Is(err, ErrNoRepo) {
+		return Head{}, pdserr.Wrap(err, pdserr.RepoNotFound, "Could not find repo for DID: "+did.String())
+	}
+	return h, err
+}
+
+// Forget drops the cached tree of did, so the next write reloads it from
+// storage.
+func (s *Service) Forget(did syntax.DID) {
+	st := s.state(did)
+	st.mu.Lock()
+	st.tree = nil
+	st.mu.Unlock()
+}

@@ -1,0 +1,109 @@
+// Package repo is the write and read path of account repositories: it turns
+// record writes into signed version-3 commits over indigo's Merkle Search
+// Tree, keeps exactly the blocks of the current tree in storage, and exports
+// the repository and record proofs as CAR files.
+package repo
+
+import (
+	"context"
+	"errors"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+	"stratus/internal/sequencer"
+)
+
+// ErrNoRepo is returned by a Store when the account has no repository yet.
+var ErrNoRepo = errors.New("repository not found")
+
+// ErrBlockNotFound is returned by a Store for a block it does not hold.
+var ErrBlockNotFound = errors.New("block not found")
+
+// Head is the current state of a repository: its signed commit, the MST
+// root the commit points to, and the commit's revision.
+type Head struct {
+	Commit cid.Cid
+	Data   cid.Cid
+	Rev    syntax.TID
+}
+
+// Block is one content-addressed block.
+type Block struct {
+	CID  cid.Cid
+	Data []byte
+}
+
+// IndexEntry is a row of the record index.
+type IndexEntry struct {
+	Collection syntax.NSID
+	RKey       syntax.RecordKey
+	CID        cid.Cid
+}
+
+// Batch is everything one commit changes, applied by Store.Apply in a single
+// transaction so that a crash leaves either all of it or none of it.
+type Batch struct {
+	DID syntax.DID
+	// Prev is the head this batch was built on (nil for a genesis commit).
+	// Stores refuse the batch if the stored head differs, which catches a
+	// second writer that bypassed the per-account lock.
+	Prev *Head
+	Head Head
+	Rev  syntax.TID
+	// Put are the new blocks: commit, changed MST nodes, new records.
+	Put []Block
+	// Drop are blocks that are no longer reachable: replaced MST nodes and
+	// the previous commit.
+	Drop []cid.Cid
+	// MaybeDrop are record blocks that lost a reference; each is deleted
+	// only if no record in the index still points to it (two records with
+	// identical content share one block).
+	MaybeDrop []cid.Cid
+	Upsert    []IndexEntry
+	Delete    []IndexEntry
+	Events    []sequencer.Event
+}
+
+// Record is a stored record read back from the index.
+type Record struct {
+	Collection syntax.NSID
+	RKey       syntax.RecordKey
+	CID        cid.Cid
+	Data       []byte
+}
+
+// ListQuery selects a page of one collection's records.
+type ListQuery struct {
+	Collection syntax.NSID
+	Limit      int
+	// Cursor is the record key to continue after (exclusive); empty starts
+	// at the beginning.
+	Cursor string
+	// Reverse lists oldest first (ascending record key); the default is
+	// newest first, as the reference PDS does.
+	Reverse bool
+}
+
+// Store is the storage the repository engine needs. Implementations must be
+// safe for concurrent use.
+type Store interface {
+	// Head returns the current head of did's repository, or ErrNoRepo.
+	Head(ctx context.Context, did syntax.DID) (Head, error)
+	// Block returns one block of did's repository, or ErrBlockNotFound.
+	Block(ctx context.Context, did syntax.DID, c cid.Cid) ([]byte, error)
+	// Apply writes a commit batch atomically and returns the sequence
+	// numbers assigned to its events.
+	Apply(ctx context.Context, b *Batch) ([]int64, error)
+	// Record returns one record from the index (ErrBlockNotFound if absent).
+	Record(ctx context.Context, did syntax.DID, collection syntax.NSID, rkey syntax.RecordKey) (Record, error)
+	// ListRecords returns a page of records in record-key order.
+	ListRecords(ctx context.Context, did syntax.DID, q ListQuery) ([]Record, error)
+	// Collections lists the collections that hold at least one record.
+	Collections(ctx context.Context, did syntax.DID) ([]syntax.NSID, error)
+	// Stats counts the blocks and indexed records of did's repository.
+	Stats(ctx context.Context, did syntax.DID) (blocks, records int64, err error)
+	// Export calls head once and then each for every block of the current
+	// repository written after rev since (all blocks when since is empty),
+	// all from one consistent read snapshot.
+	Export(ctx context.Context, did syntax.DID, since string, head func(Head) error, each func(Block) error) error
+}

@@ -1,0 +1,587 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/bluesky-social/indigo/atproto/atdata"
+	atrepo "github.com/bluesky-social/indigo/atproto/repo"
+	"github.com/bluesky-social/indigo/atproto/repo/mst"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	lexutil "github.com/bluesky-social/indigo/lex/util"
+	"github.com/ipfs/go-cid"
+
+	"stratus/internal/pdserr"
+	"stratus/internal/sequencer"
+)
+
+// MaxWrites is the most writes one commit may hold, as in the reference PDS.
+const MaxWrites = 200
+
+// MaxRecordBytes is the largest record accepted, in DAG-CBOR bytes.
+const MaxRecordBytes = 1 << 20
+
+// MaxCommitBytes bounds the blocks one commit adds, so that its firehose
+// event stays under the size relays accept.
+const MaxCommitBytes = 2_000_000
+
+// Action is what a Write does.
+type Action int
+
+// Write actions. Upsert is putRecord: create when absent, update otherwise.
+const (
+	Create Action = iota + 1
+	Update
+	Upsert
+	Delete
+)
+
+// String returns the firehose spelling of an action.
+func (a Action) String() string {
+	switch a {
+	case Create:
+		return "create"
+	case Update, Upsert:
+		return "update"
+	case Delete:
+		return "delete"
+	}
+	return "unknown"
+}
+
+// Swap is a compare-and-swap condition on a record: the record must
+// currently have CID, or must not exist when CID is nil.
+type Swap struct {
+	CID *cid.Cid
+}
+
+// Write is one record change.
+type Write struct {
+	Action     Action
+	Collection syntax.NSID
+	// RKey is empty on a create to let the server choose a TID.
+	RKey syntax.RecordKey
+	// Record is the record in atdata map form (from atdata.UnmarshalJSON).
+	Record     map[string]any
+	SwapRecord *Swap
+}
+
+// Options apply to a whole commit.
+type Options struct {
+	// Validate: nil validates records of known types and lets unknown types
+	// through; true also rejects unknown types; false skips schemas.
+	Validate   *bool
+	SwapCommit *cid.Cid
+	// AllowMissingDelete turns the deletion of an absent record into a
+	// no-op instead of an error (com.atproto.repo.deleteRecord).
+	AllowMissingDelete bool
+}
+
+// Result describes one applied write.
+type Result struct {
+	Action           Action // Upsert is resolved to Create or Update
+	URI              syntax.ATURI
+	CID              *cid.Cid // nil for deletes
+	ValidationStatus string   // "valid", "unknown", or "" when not validated
+}
+
+// CommitRef names a commit.
+type CommitRef struct {
+	CID cid.Cid
+	Rev syntax.TID
+}
+
+// Outcome is the result of ApplyWrites. Commit is nil when nothing changed.
+type Outcome struct {
+	Commit  *CommitRef
+	Results []Result
+	// Seq holds the firehose sequence numbers of the commit's events.
+	Seq []int64
+}
+
+// prepared is a write after validation and encoding, before it touches the
+// tree.
+type prepared struct {
+	Write
+	auto   bool
+	cbor   []byte
+	cid    cid.Cid
+	status string
+	blobs  []atdata.Blob
+}
+
+func (p *prepared) path() string { return p.Collection.String() + "/" + p.RKey.String() }
+
+// ApplyWrites validates writes and applies them as one signed commit:
+// either every write lands or none does.
+func (s *Service) ApplyWrites(ctx context.Context, did syntax.DID, writes []Write, opts Options) (*Outcome, error) {
+	if len(writes) == 0 {
+		return nil, pdserr.New(pdserr.InvalidRequest, "At least one write is required")
+	}
+	if len(writes) > MaxWrites {
+		return nil, pdserr.New(pdserr.InvalidRequest, "Too many writes. Max: %d", MaxWrites)
+	}
+	preps := make([]*prepared, len(writes))
+	for i, w := range writes {
+		p, err := s.prepare(w, opts.Validate)
+		if err != nil {
+			if len(writes) > 1 {
+				if pe, ok := pdserr.As(err); ok {
+					return nil, pdserr.New(pe.Name, "Write %d: %s", i, pe.Message)
+				}
+			}
+			return nil, err
+		}
+		preps[i] = p
+	}
+
+	st := s.state(did)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if s.canWrite != nil {
+		if err := s.canWrite(ctx, did); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.load(ctx, did, st); err != nil {
+		return nil, err
+	}
+	if opts.SwapCommit != nil && !opts.SwapCommit.Equals(st.head.Commit) {
+		return nil, pdserr.New(pdserr.InvalidSwap, "Commit was at %s", st.head.Commit)
+	}
+
+	// Check every write against the tree as earlier writes of the batch
+	// would leave it, before mutating anything.
+	before := map[string]*cid.Cid{} // value of each touched path before the batch
+	current := map[string]*cid.Cid{}
+	lookup := func(path string) (*cid.Cid, error) {
+		if v, ok := current[path]; ok {
+			return v, nil
+		}
+		v, err := st.tree.Get([]byte(path))
+		if err != nil {
+			return nil, fmt.Errorf("read tree: %w", err)
+		}
+		before[path], current[path] = v, v
+		return v, nil
+	}
+	for i, p := range preps {
+		for attempt := 0; ; attempt++ {
+			existing, err := lookup(p.path())
+			if err != nil {
+				return nil, err
+			}
+			if p.auto && existing != nil && attempt < 5 {
+				// A generated key collided (possible after the clock moved
+				// backwards); pick another.
+				delete(before, p.path())
+				delete(current, p.path())
+				p.RKey = syntax.RecordKey(s.rkeys.Next().String())
+				continue
+			}
+			if err := checkWrite(did, p, existing, opts.AllowMissingDelete && len(preps) == 1); err != nil {
+				if len(preps) > 1 {
+					if pe, ok := pdserr.As(err); ok {
+						return nil, pdserr.New(pe.Name, "Write %d: %s", i, pe.Message)
+					}
+				}
+				return nil, err
+			}
+			break
+		}
+		switch p.Action {
+		case Delete:
+			current[p.path()] = nil
+		default:
+			c := p.cid
+			current[p.path()] = &c
+		}
+	}
+
+	results := make([]Result, len(preps))
+	for i, p := range preps {
+		uri := syntax.ATURI("at://" + did.String() + "/" + p.path())
+		r := Result{Action: p.Action, URI: uri, ValidationStatus: p.status}
+		if p.Action == Upsert {
+			r.Action = Update
+			if before[p.path()] == nil {
+				r.Action = Create
+			}
+		}
+		if p.Action != Delete {
+			c := p.cid
+			r.CID = &c
+		}
+		results[i] = r
+	}
+
+	// A batch whose net effect is nothing (a delete of an absent record
+	// allowed by AllowMissingDelete, a put of identical contents, a create
+	// and delete of the same key) makes no commit.
+	changed := false
+	for path, old := range before {
+		cur := current[path]
+		if (old == nil) != (cur == nil) || (old != nil && !old.Equals(*cur)) {
+			changed = true
+			break
+		}
+	}
+	if !changed {
+		return &Outcome{Results: results}, nil
+	}
+
+	out, err := s.commit(ctx, did, st, preps, before, current)
+	if err != nil {
+		// indigo mutates the tree in place; reload it from storage rather
+		// than trust a tree that may be half-changed or ahead of the disk.
+		st.tree = nil
+		return nil, err
+	}
+	out.Results = results
+	return out, nil
+}
+
+// checkWrite applies the swap and existence rules of one write.
+func checkWrite(did syntax.DID, p *prepared, existing *cid.Cid, allowMissing bool) error {
+	if p.SwapRecord != nil {
+		want := p.SwapRecord.CID
+		switch {
+		case want == nil && existing != nil:
+			return pdserr.New(pdserr.InvalidSwap, "Record already exists at %s", p.path())
+		case want != nil && (existing == nil || !want.Equals(*existing)):
+			got := "none"
+			if existing != nil {
+				got = existing.String()
+			}
+			return pdserr.New(pdserr.InvalidSwap, "Record was at %s", got)
+		}
+	}
+	switch p.Action {
+	case Create:
+		if existing != nil {
+			return pdserr.New(pdserr.RecordAlreadyExists, "Record already exists: at://%s/%s", did, p.path())
+		}
+	case Delete:
+		if existing == nil && !allowMissing {
+			return pdserr.New(pdserr.RecordNotFound, "Could not locate record: at://%s/%s", did, p.path())
+		}
+	case Update:
+		if existing == nil {
+			return pdserr.New(pdserr.RecordNotFound, "Could not locate record: at://%s/%s", did, p.path())
+		}
+	}
+	return nil
+}
+
+// prepare validates and encodes one write. It touches no shared state but
+// the rkey clock.
+func (s *Service) prepare(w Write, validate *bool) (*prepared, error) {
+	p := &prepared{Write: w}
+	if w.RKey == "" {
+		if w.Action != Create {
+			return nil, pdserr.New(pdserr.InvalidRequest, "A record key is required")
+		}
+		p.auto = true
+		p.RKey = syntax.RecordKey(s.rkeys.Next().String())
+	}
+	if _, err := syntax.ParseRecordKey(p.RKey.String()); err != nil {
+		return nil, pdserr.New(pdserr.InvalidRequest, "Invalid record key: %s", p.RKey)
+	}
+	if w.Action == Delete {
+		return p, nil
+	}
+	if w.Record == nil {
+		return nil, pdserr.New(pdserr.InvalidRequest, "Record must be an object")
+	}
+	switch t := w.Record["$type"].(type) {
+	case nil:
+		if _, present := w.Record["$type"]; present {
+			return nil, pdserr.New(pdserr.InvalidRecord, "Invalid $type: must be a string")
+		}
+		rec := make(map[string]any, len(w.Record)+1)
+		for k, v := range w.Record {
+			rec[k] = v
+		}
+		rec["$type"] = w.Collection.String()
+		p.Record = rec
+	case string:
+		if t != w.Collection.String() {
+			return nil, pdserr.New(pdserr.InvalidRecord, "Invalid $type: expected %s, got %s", w.Collection, t)
+		}
+	default:
+		return nil, pdserr.New(pdserr.InvalidRecord, "Invalid $type: must be a string")
+	}
+	p.blobs = atdata.ExtractBlobs(p.Record)
+	for _, b := range p.blobs {
+		if b.Size < 0 {
+			return nil, pdserr.New(pdserr.InvalidRecord, "Legacy blobs are not allowed (%s)", b.Ref.String())
+		}
+	}
+
+	known := s.schemas.HasRecord(w.Collection)
+	switch {
+	case validate != nil && !*validate:
+		// skipped on request
+	case !known && validate != nil && *validate:
+		return nil, pdserr.New(pdserr.InvalidRecord, "Unknown lexicon type: %s", w.Collection)
+	case !known:
+		p.status = "unknown"
+	default:
+		if err := s.schemas.CheckRecordKey(w.Collection, p.RKey); err != nil {
+			return nil, pdserr.Wrap(err, pdserr.InvalidRecord, err.Error())
+		}
+		if err := s.schemas.ValidateRecord(w.Collection, p.Record); err != nil {
+			return nil, pdserr.Wrap(err, pdserr.InvalidRecord, err.Error())
+		}
+		p.status = "valid"
+	}
+
+	data, err := atdata.MarshalCBOR(p.Record)
+	if err != nil {
+		return nil, pdserr.Wrap(err, pdserr.InvalidRecord, "Record is not valid atproto data: "+err.Error())
+	}
+	if len(data) > MaxRecordBytes {
+		return nil, pdserr.New(pdserr.InvalidRecord, "Record is too large: %d bytes (max %d)", len(data), MaxRecordBytes)
+	}
+	c, err := cborCID(data)
+	if err != nil {
+		return nil, err
+	}
+	p.cbor, p.cid = data, c
+	return p, nil
+}
+
+// commit mutates the tree, signs, and persists. Callers hold st.mu and
+// discard st.tree if it fails.
+func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, preps []*prepared, before, after map[string]*cid.Cid) (*Outcome, error) {
+	prevHead := st.head
+	for _, p := range preps {
+		var val *cid.Cid
+		if p.Action != Delete {
+			c := p.cid
+			val = &c
+		}
+		if _, err := atrepo.ApplyOp(st.tree, p.path(), val); err != nil {
+			return nil, fmt.Errorf("apply op %s: %w", p.path(), err)
+		}
+	}
+	fixRootHeight(st.tree)
+	rec := newRecorder()
+	root, err := st.tree.WriteDiffBlocks(ctx, rec)
+	if err != nil {
+		return nil, fmt.Errorf("write tree: %w", err)
+	}
+	written := rec.seen
+	dropped, err := s.droppedNodes(ctx, did, st.tree, prevHead.Data, written)
+	if err != nil {
+		return nil, err
+	}
+
+	rev := st.clock.Next()
+	if rev <= prevHead.Rev {
+		rev = syntax.NewTIDFromInteger(prevHead.Rev.Integer() + 1)
+	}
+	_, commitBlock, err := s.sign(ctx, did, *root, rev)
+	if err != nil {
+		return nil, err
+	}
+	head := Head{Commit: commitBlock.CID, Data: *root, Rev: rev}
+
+	b := &Batch{DID: did, Prev: &prevHead, Head: head, Rev: rev}
+	b.Put = append(b.Put, commitBlock)
+	b.Put = append(b.Put, rec.blocks...)
+	diff := append([]Block{commitBlock}, rec.blocks...)
+	newRecords := map[cid.Cid]bool{}
+	for _, p := range preps {
+		if p.Action == Delete || newRecords[p.cid] {
+			continue
+		}
+		// Only records that survive the batch are stored or announced.
+		if v := after[p.path()]; v == nil || !v.Equals(p.cid) {
+			continue
+		}
+		newRecords[p.cid] = true
+		blk := Block{CID: p.cid, Data: p.cbor}
+		b.Put = append(b.Put, blk)
+		diff = append(diff, blk)
+	}
+	b.Drop = append(dropped, prevHead.Commit)
+
+	// Net change per path, in the order paths were first touched.
+	var ops []*comatproto.SyncSubscribeRepos_RepoOp
+	seenPath := map[string]bool{}
+	var blobs []lexutil.LexLink
+	for _, p := range preps {
+		path := p.path()
+		if seenPath[path] {
+			continue
+		}
+		seenPath[path] = true
+		old, cur := before[path], after[path]
+		if old != nil && cur != nil && old.Equals(*cur) {
+			continue
+		}
+		if old == nil && cur == nil {
+			continue
+		}
+		op := &comatproto.SyncSubscribeRepos_RepoOp{Path: path}
+		coll, rkey := p.Collection, p.RKey
+		switch {
+		case old == nil:
+			op.Action = "create"
+		case cur == nil:
+			op.Action = "delete"
+		default:
+			op.Action = "update"
+		}
+		if cur != nil {
+			l := lexutil.LexLink(*cur)
+			op.Cid = &l
+			b.Upsert = append(b.Upsert, IndexEntry{Collection: coll, RKey: rkey, CID: *cur})
+		} else {
+			b.Delete = append(b.Delete, IndexEntry{Collection: coll, RKey: rkey})
+		}
+		if old != nil {
+			l := lexutil.LexLink(*old)
+			op.Prev = &l
+			b.MaybeDrop = append(b.MaybeDrop, *old)
+		}
+		ops = append(ops, op)
+	}
+	for _, p := range preps {
+		if v := after[p.path()]; p.Action == Delete || v == nil || !v.Equals(p.cid) {
+			continue
+		}
+		for _, bl := range p.blobs {
+			blobs = append(blobs, lexutil.LexLink(bl.Ref))
+		}
+	}
+
+	size := 0
+	for _, blk := range diff {
+		size += len(blk.Data)
+	}
+	if size > MaxCommitBytes {
+		return nil, pdserr.New(pdserr.InvalidRequest, "Too many writes: commit would be %d bytes. Max event size: 2MB", size)
+	}
+	carBytes, err := writeCAR(commitBlock.CID, diff)
+	if err != nil {
+		return nil, err
+	}
+	since := prevHead.Rev.String()
+	prevData := lexutil.LexLink(prevHead.Data)
+	if blobs == nil {
+		blobs = []lexutil.LexLink{}
+	}
+	if ops == nil {
+		ops = []*comatproto.SyncSubscribeRepos_RepoOp{}
+	}
+	ev, err := sequencer.Commit(&comatproto.SyncSubscribeRepos_Commit{
+		Repo:     did.String(),
+		Rev:      rev.String(),
+		Since:    &since,
+		Commit:   lexutil.LexLink(commitBlock.CID),
+		PrevData: &prevData,
+		Blocks:   carBytes,
+		Ops:      ops,
+		Blobs:    blobs,
+		Time:     sequencer.Timestamp(s.now()),
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.Events = []sequencer.Event{ev}
+
+	seqs, err := s.store.Apply(ctx, b)
+	if err != nil {
+		return nil, fmt.Errorf("apply commit: %w", err)
+	}
+	st.head = head
+	return &Outcome{Commit: &CommitRef{CID: head.Commit, Rev: rev}, Seq: seqs}, nil
+}
+
+// droppedNodes returns the MST nodes of the previous tree that the new tree
+// no longer contains. A node that survives has the same CID and therefore
+// the same whole subtree, so the walk of the old tree stops at any node the
+// new tree still holds: only the paths that changed are read.
+func (s *Service) droppedNodes(ctx context.Context, did syntax.DID, tree *mst.Tree, oldRoot cid.Cid, written map[cid.Cid]struct{}) ([]cid.Cid, error) {
+	keep := map[cid.Cid]struct{}{}
+	var mark func(n *mst.Node)
+	mark = func(n *mst.Node) {
+		if n == nil || n.CID == nil {
+			return
+		}
+		keep[*n.CID] = struct{}{}
+		if _, rewritten := written[*n.CID]; !rewritten {
+			return // an untouched subtree, kept whole
+		}
+		for _, e := range n.Entries {
+			if e.Child != nil {
+				mark(e.Child)
+			} else if e.ChildCID != nil {
+				keep[*e.ChildCID] = struct{}{}
+			}
+		}
+	}
+	mark(tree.Root)
+
+	var dropped []cid.Cid
+	stack := []cid.Cid{oldRoot}
+	for len(stack) > 0 {
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if _, ok := keep[c]; ok {
+			continue
+		}
+		dropped = append(dropped, c)
+		data, err := s.store.Block(ctx, did, c)
+		if errors.Is(err, ErrBlockNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read old mst node: %w", err)
+		}
+		nd, err := mst.NodeDataFromCBOR(bytes.NewReader(data))
+		if err != nil {
+			return nil, fmt.Errorf("decode old mst node: %w", err)
+		}
+		if nd.Left != nil {
+			stack = append(stack, *nd.Left)
+		}
+		for _, e := range nd.Entries {
+			if e.Right != nil {
+				stack = append(stack, *e.Right)
+			}
+		}
+	}
+	return dropped, nil
+}
+
+// now is used by callers that build events outside a commit.
+func (s *Service) Now() time.Time { return s.now() }
+
+// fixRootHeight repairs the layer recorded on the root node after removals.
+// indigo's Remove can leave an emptied root, or a root whose higher entries
+// were removed, carrying the layer of the removed key; a later insert then
+// places keys on the wrong layer and the tree stops being canonical. The
+// layer of a node is derived from any key it holds, and an empty tree is
+// layer 0. Layers do not enter the encoding, so fixing them is always safe.
+func fixRootHeight(t *mst.Tree) {
+	if t.Root.IsEmpty() {
+		if t.Root.Height != 0 {
+			fresh := mst.NewEmptyTree()
+			t.Root = fresh.Root
+		}
+		return
+	}
+	for _, e := range t.Root.Entries {
+		if e.IsValue() {
+			t.Root.Height = mst.HeightForKey(e.Key)
+			return
+		}
+	}
+}

@@ -1,0 +1,233 @@
+// Package server assembles a running PDS from a configuration: it opens
+// storage, builds the domain services, and serves them over HTTP. The CLI
+// and the integration tests both start the server through it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/identity"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"stratus/internal/account"
+	"stratus/internal/auth"
+	"stratus/internal/config"
+	"stratus/internal/pdserr"
+	"stratus/internal/repo"
+	"stratus/internal/schema"
+	"stratus/internal/sqlite"
+	"stratus/internal/xrpc"
+)
+
+// Version is the server version reported by /xrpc/_health; the build sets
+// it with -ldflags "-X stratus/internal/server.Version=...".
+var Version = "0.1.0-dev"
+
+// Server is an assembled PDS.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	db       *sqlite.DB
+	repos    *repo.Service
+	accounts *account.Service
+	handler  *xrpc.Server
+	http     *xrpc.HTTPServer
+}
+
+// keys serves the configured signing key for the primary account.
+type keys struct {
+	did syntax.DID
+	key *atcrypto.PrivateKeyK256
+}
+
+func (k keys) SigningKey(_ context.Context, did syntax.DID) (atcrypto.PrivateKey, error) {
+	if did != k.did {
+		return nil, fmt.Errorf("no signing key for %s", did)
+	}
+	return k.key, nil
+}
+
+func (k keys) public(_ context.Context, did syntax.DID) (atcrypto.PublicKey, error) {
+	if did != k.did {
+		return nil, pdserr.New(pdserr.RepoNotFound, "Could not find repo for DID: %s", did)
+	}
+	return k.key.PublicKey()
+}
+
+// Open validates cfg, opens the data directory and makes sure the
+// configured account and its repository exist.
+func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	signing, err := cfg.SigningKeyParsed()
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	did := syntax.DID(cfg.DID)
+	handle := syntax.Handle(cfg.Handle).Normalize()
+	catalog, err := schema.Load()
+	if err != nil {
+		return nil, fmt.Errorf("load lexicons: %w", err)
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, config.DatabaseFile))
+	if err != nil {
+		return nil, err
+	}
+	k := keys{did: did, key: signing}
+	s := &Server{cfg: cfg, log: log, db: db}
+	var accounts *account.Service
+	s.repos = repo.NewService(repo.Config{
+		Store:   db.Repos(),
+		Schemas: catalog,
+		Keys:    k,
+		CanWrite: func(ctx context.Context, did syntax.DID) error {
+			return accounts.CanWrite(ctx, did)
+		},
+	})
+	accounts = account.NewService(db.Accounts(), s.repos, nil)
+	s.accounts = accounts
+
+	if err := s.ensureAccount(ctx, did, handle); err != nil {
+		db.Close()
+		return nil, err
+	}
+
+	s.handler = xrpc.New(xrpc.Deps{
+		Repos:       s.repos,
+		Accounts:    accounts,
+		Auth:        auth.NewVerifier(cfg.AdminToken),
+		PublicURL:   cfg.PublicURL,
+		Hostname:    cfg.Hostname,
+		SigningKey:  k.public,
+		HandleCheck: newHandleChecker().check,
+		PrimaryDID:  did,
+		Version:     Version,
+		Links: xrpc.Links{
+			PrivacyPolicy:  cfg.PrivacyPolicyURL,
+			TermsOfService: cfg.TermsOfServiceURL,
+			ContactEmail:   cfg.ContactEmail,
+		},
+		UserDomains: cfg.UserDomains,
+		Logger:      log,
+		Ping:        db.Ping,
+	})
+	return s, nil
+}
+
+// ensureAccount creates the configured account with its genesis commit on
+// first start, and keeps its handle and email in step with the settings.
+func (s *Server) ensureAccount(ctx context.Context, did syntax.DID, handle syntax.Handle) error {
+	_, err := s.accounts.Get(ctx, did)
+	if err != nil && !pdserr.Is(err, pdserr.RepoNotFound) {
+		return err
+	}
+	if err == nil {
+		if _, herr := s.repos.Head(ctx, did); herr == nil {
+			return nil
+		}
+	}
+	status := account.Active
+	if !s.cfg.InitiallyActive {
+		status = account.Deactivated
+	}
+	if err := s.accounts.Create(ctx, account.Account{DID: did, Handle: handle, Email: s.cfg.Email, Status: status}); err != nil {
+		return fmt.Errorf("create account %s: %w", did, err)
+	}
+	s.log.InfoContext(ctx, "created account", "did", did, "handle", handle)
+	return nil
+}
+
+// Start listens on the configured bind address and port (port 0 picks a
+// free one) and serves in the background.
+func (s *Server) Start() error {
+	addr := net.JoinHostPort(s.cfg.Bind, strconv.Itoa(s.cfg.Port))
+	h, err := xrpc.Listen(addr, s.handler, s.log)
+	if err != nil {
+		return err
+	}
+	s.http = h
+	go func() {
+		if err := h.Serve(); err != nil {
+			s.log.Error("http server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Port returns the port the server listens on.
+func (s *Server) Port() int { return s.http.Port() }
+
+// Handler returns the HTTP handler, for tests that drive it directly.
+func (s *Server) Handler() *xrpc.Server { return s.handler }
+
+// Repos returns the repository engine.
+func (s *Server) Repos() *repo.Service { return s.repos }
+
+// Accounts returns the account service.
+func (s *Server) Accounts() *account.Service { return s.accounts }
+
+// Close stops serving (waiting up to ten seconds for requests in flight)
+// and closes storage.
+func (s *Server) Close() error {
+	var err error
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err = s.http.Shutdown(ctx)
+	}
+	if e := s.db.Close(); e != nil && err == nil {
+		err = e
+	}
+	return err
+}
+
+// handleChecker verifies that a handle resolves back to its DID through
+// DNS or HTTPS (with indigo's resolver), caching answers for a while so
+// describeRepo stays fast.
+type handleChecker struct {
+	dir *identity.BaseDirectory
+	mu  sync.Mutex
+	at  map[syntax.Handle]checked
+}
+
+type checked struct {
+	ok bool
+	at time.Time
+}
+
+func newHandleChecker() *handleChecker {
+	return &handleChecker{dir: &identity.BaseDirectory{}, at: map[syntax.Handle]checked{}}
+}
+
+func (c *handleChecker) check(ctx context.Context, h syntax.Handle, did syntax.DID) bool {
+	c.mu.Lock()
+	if v, ok := c.at[h]; ok && time.Since(v.at) < 5*time.Minute {
+		c.mu.Unlock()
+		return v.ok
+	}
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	got, err := c.dir.ResolveHandle(ctx, h)
+	ok := err == nil && got == did
+	if err != nil && errors.Is(err, context.Canceled) {
+		return false
+	}
+	c.mu.Lock()
+	c.at[h] = checked{ok: ok, at: time.Now()}
+	c.mu.Unlock()
+	return ok
+}

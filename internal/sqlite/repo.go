@@ -1,0 +1,254 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+
+	"stratus/internal/repo"
+)
+
+// RepoStore implements repo.Store.
+type RepoStore struct{ db *DB }
+
+// Repos returns the repository store of db.
+func (db *DB) Repos() *RepoStore { return &RepoStore{db: db} }
+
+var _ repo.Store = (*RepoStore)(nil)
+
+// Head implements repo.Store.
+func (s *RepoStore) Head(ctx context.Context, did syntax.DID) (repo.Head, error) {
+	return scanHead(s.db.read.QueryRowContext(ctx,
+		"SELECT commit_cid, data_cid, rev FROM repo_roots WHERE did = ?", did.String()))
+}
+
+func scanHead(row *sql.Row) (repo.Head, error) {
+	var commitB, dataB []byte
+	var rev string
+	if err := row.Scan(&commitB, &dataB, &rev); err != nil {
+		if isNoRows(err) {
+			return repo.Head{}, repo.ErrNoRepo
+		}
+		return repo.Head{}, fmt.Errorf("read head: %w", err)
+	}
+	commit, err := cid.Cast(commitB)
+	if err != nil {
+		return repo.Head{}, fmt.Errorf("decode head commit: %w", err)
+	}
+	data, err := cid.Cast(dataB)
+	if err != nil {
+		return repo.Head{}, fmt.Errorf("decode head data: %w", err)
+	}
+	return repo.Head{Commit: commit, Data: data, Rev: syntax.TID(rev)}, nil
+}
+
+// Block implements repo.Store.
+func (s *RepoStore) Block(ctx context.Context, did syntax.DID, c cid.Cid) ([]byte, error) {
+	var data []byte
+	err := s.db.read.QueryRowContext(ctx, "SELECT data FROM repo_blocks WHERE did = ? AND cid = ?",
+		did.String(), c.Bytes()).Scan(&data)
+	if isNoRows(err) {
+		return nil, repo.ErrBlockNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read block: %w", err)
+	}
+	return data, nil
+}
+
+// Apply implements repo.Store: the whole batch in one write transaction.
+func (s *RepoStore) Apply(ctx context.Context, b *repo.Batch) ([]int64, error) {
+	var seqs []int64
+	err := s.db.withTx(ctx, func(tx *sql.Tx) error {
+		did := b.DID.String()
+		if b.Prev != nil {
+			cur, err := scanHeadTx(ctx, tx, did)
+			if err != nil {
+				return err
+			}
+			if !cur.Commit.Equals(b.Prev.Commit) {
+				return fmt.Errorf("apply commit: head moved from %s to %s", b.Prev.Commit, cur.Commit)
+			}
+		}
+		put, err := tx.PrepareContext(ctx, "INSERT OR IGNORE INTO repo_blocks (did, cid, rev, data) VALUES (?, ?, ?, ?)")
+		if err != nil {
+			return fmt.Errorf("prepare block insert: %w", err)
+		}
+		defer put.Close()
+		for _, blk := range b.Put {
+			if _, err := put.ExecContext(ctx, did, blk.CID.Bytes(), b.Rev.String(), blk.Data); err != nil {
+				return fmt.Errorf("insert block: %w", err)
+			}
+		}
+		for _, e := range b.Upsert {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO records (did, collection, rkey, cid, rev) VALUES (?, ?, ?, ?, ?)
+				ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, rev = excluded.rev`,
+				did, e.Collection.String(), e.RKey.String(), e.CID.Bytes(), b.Rev.String()); err != nil {
+				return fmt.Errorf("index record: %w", err)
+			}
+		}
+		for _, e := range b.Delete {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?",
+				did, e.Collection.String(), e.RKey.String()); err != nil {
+				return fmt.Errorf("unindex record: %w", err)
+			}
+		}
+		for _, c := range b.Drop {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM repo_blocks WHERE did = ? AND cid = ?", did, c.Bytes()); err != nil {
+				return fmt.Errorf("drop block: %w", err)
+			}
+		}
+		for _, c := range b.MaybeDrop {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM repo_blocks WHERE did = ? AND cid = ?
+				AND NOT EXISTS (SELECT 1 FROM records WHERE did = ? AND cid = ?)`,
+				did, c.Bytes(), did, c.Bytes()); err != nil {
+				return fmt.Errorf("drop record block: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO repo_roots (did, commit_cid, data_cid, rev) VALUES (?, ?, ?, ?)
+			ON CONFLICT (did) DO UPDATE SET commit_cid = excluded.commit_cid, data_cid = excluded.data_cid, rev = excluded.rev`,
+			did, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String()); err != nil {
+			return fmt.Errorf("set head: %w", err)
+		}
+		seqs, err = appendEvents(ctx, tx, did, b.Events, s.db.now())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return seqs, nil
+}
+
+func scanHeadTx(ctx context.Context, tx *sql.Tx, did string) (repo.Head, error) {
+	return scanHead(tx.QueryRowContext(ctx, "SELECT commit_cid, data_cid, rev FROM repo_roots WHERE did = ?", did))
+}
+
+// Record implements repo.Store.
+func (s *RepoStore) Record(ctx context.Context, did syntax.DID, collection syntax.NSID, rkey syntax.RecordKey) (repo.Record, error) {
+	var cb, data []byte
+	err := s.db.read.QueryRowContext(ctx, `SELECT r.cid, b.data FROM records r
+		JOIN repo_blocks b ON b.did = r.did AND b.cid = r.cid
+		WHERE r.did = ? AND r.collection = ? AND r.rkey = ?`,
+		did.String(), collection.String(), rkey.String()).Scan(&cb, &data)
+	if isNoRows(err) {
+		return repo.Record{}, repo.ErrBlockNotFound
+	}
+	if err != nil {
+		return repo.Record{}, fmt.Errorf("read record: %w", err)
+	}
+	c, err := cid.Cast(cb)
+	if err != nil {
+		return repo.Record{}, fmt.Errorf("decode record cid: %w", err)
+	}
+	return repo.Record{Collection: collection, RKey: rkey, CID: c, Data: data}, nil
+}
+
+// ListRecords implements repo.Store.
+func (s *RepoStore) ListRecords(ctx context.Context, did syntax.DID, q repo.ListQuery) ([]repo.Record, error) {
+	query := `SELECT r.rkey, r.cid, b.data FROM records r
+		JOIN repo_blocks b ON b.did = r.did AND b.cid = r.cid
+		WHERE r.did = ? AND r.collection = ?`
+	args := []any{did.String(), q.Collection.String()}
+	if q.Cursor != "" {
+		if q.Reverse {
+			query += " AND r.rkey > ?"
+		} else {
+			query += " AND r.rkey < ?"
+		}
+		args = append(args, q.Cursor)
+	}
+	if q.Reverse {
+		query += " ORDER BY r.rkey ASC"
+	} else {
+		query += " ORDER BY r.rkey DESC"
+	}
+	query += " LIMIT ?"
+	args = append(args, q.Limit)
+	rows, err := s.db.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list records: %w", err)
+	}
+	defer rows.Close()
+	var out []repo.Record
+	for rows.Next() {
+		var rkey string
+		var cb, data []byte
+		if err := rows.Scan(&rkey, &cb, &data); err != nil {
+			return nil, fmt.Errorf("scan record: %w", err)
+		}
+		c, err := cid.Cast(cb)
+		if err != nil {
+			return nil, fmt.Errorf("decode record cid: %w", err)
+		}
+		out = append(out, repo.Record{Collection: q.Collection, RKey: syntax.RecordKey(rkey), CID: c, Data: data})
+	}
+	return out, rows.Err()
+}
+
+// Collections implements repo.Store.
+func (s *RepoStore) Collections(ctx context.Context, did syntax.DID) ([]syntax.NSID, error) {
+	rows, err := s.db.read.QueryContext(ctx, "SELECT DISTINCT collection FROM records WHERE did = ? ORDER BY collection", did.String())
+	if err != nil {
+		return nil, fmt.Errorf("list collections: %w", err)
+	}
+	defer rows.Close()
+	var out []syntax.NSID
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, fmt.Errorf("scan collection: %w", err)
+		}
+		out = append(out, syntax.NSID(c))
+	}
+	return out, rows.Err()
+}
+
+// Export implements repo.Store. It reads inside one transaction so the
+// blocks match the head even while writes continue.
+func (s *RepoStore) Export(ctx context.Context, did syntax.DID, since string, head func(repo.Head) error, each func(repo.Block) error) error {
+	tx, err := s.db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin export: %w", err)
+	}
+	defer tx.Rollback()
+	h, err := scanHeadTx(ctx, tx, did.String())
+	if err != nil {
+		return err
+	}
+	if err := head(h); err != nil {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT cid, data FROM repo_blocks WHERE did = ? AND rev > ?", did.String(), since)
+	if err != nil {
+		return fmt.Errorf("export blocks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var cb, data []byte
+		if err := rows.Scan(&cb, &data); err != nil {
+			return fmt.Errorf("scan block: %w", err)
+		}
+		c, err := cid.Cast(cb)
+		if err != nil {
+			return fmt.Errorf("decode block cid: %w", err)
+		}
+		if err := each(repo.Block{CID: c, Data: data}); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Stats implements repo.Store.
+func (s *RepoStore) Stats(ctx context.Context, did syntax.DID) (blocks, records int64, err error) {
+	err = s.db.read.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM repo_blocks WHERE did = ?),
+		(SELECT COUNT(*) FROM records WHERE did = ?)`, did.String(), did.String()).Scan(&blocks, &records)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count repo: %w", err)
+	}
+	return blocks, records, nil
+}

@@ -1,0 +1,79 @@
+package xrpc
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"stratus/internal/pdserr"
+)
+
+// statusOf maps XRPC error names to HTTP statuses: the one table where a
+// domain failure becomes a status code. Names not listed are 400, as the
+// reference PDS answers any named InvalidRequestError.
+var statusOf = map[string]int{
+	pdserr.InvalidRequest:       http.StatusBadRequest,
+	pdserr.AuthMissing:          http.StatusUnauthorized,
+	pdserr.AuthRequired:         http.StatusUnauthorized,
+	pdserr.InvalidToken:         http.StatusUnauthorized,
+	pdserr.ExpiredToken:         http.StatusBadRequest,
+	pdserr.Forbidden:            http.StatusForbidden,
+	pdserr.RecordNotFound:       http.StatusBadRequest,
+	pdserr.RecordAlreadyExists:  http.StatusConflict,
+	pdserr.RepoNotFound:         http.StatusNotFound,
+	pdserr.RepoDeactivated:      http.StatusBadRequest,
+	pdserr.RepoTakendown:        http.StatusBadRequest,
+	pdserr.AccountDeactivated:   http.StatusForbidden,
+	pdserr.InvalidSwap:          http.StatusBadRequest,
+	pdserr.InvalidRecord:        http.StatusBadRequest,
+	pdserr.InvalidRepo:          http.StatusBadRequest,
+	pdserr.BlockNotFound:        http.StatusBadRequest,
+	pdserr.HandleNotFound:       http.StatusBadRequest,
+	pdserr.PayloadTooLarge:      http.StatusRequestEntityTooLarge,
+	pdserr.MethodNotImplemented: http.StatusNotImplemented,
+	pdserr.MethodNotAllowed:     http.StatusMethodNotAllowed,
+	pdserr.NotFound:             http.StatusNotFound,
+	pdserr.InternalServerError:  http.StatusInternalServerError,
+	pdserr.RateLimitExceeded:    http.StatusTooManyRequests,
+	pdserr.UnsupportedMediaType: http.StatusUnsupportedMediaType,
+	pdserr.ServiceUnavailable:   http.StatusServiceUnavailable,
+	pdserr.InvalidCursor:        http.StatusBadRequest,
+}
+
+// StatusOf returns the HTTP status for an XRPC error name.
+func StatusOf(name string) int {
+	if s, ok := statusOf[name]; ok {
+		return s
+	}
+	return http.StatusBadRequest
+}
+
+// errorBody is the XRPC error envelope.
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message,omitempty"`
+}
+
+// writeError sends err as an XRPC error. Named errors keep their message;
+// anything else is logged and reported as a generic internal error, so
+// internals never leak to clients.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	if errors.Is(err, errClientGone) {
+		return
+	}
+	pe, ok := pdserr.As(err)
+	if !ok {
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		pe = pdserr.New(pdserr.InternalServerError, "Internal Server Error")
+	}
+	status := StatusOf(pe.Name)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(errorBody{Error: pe.Name, Message: pe.Message})
+}
+
+// errClientGone marks a response that failed because the client went away;
+// nothing can be sent and nothing is worth logging.
+var errClientGone = errors.New("client gone")
