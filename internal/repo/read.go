@@ -30,7 +30,7 @@ func (s *Service) GetRecord(ctx context.Context, did syntax.DID, collection synt
 	if err != nil {
 		return nil, fmt.Errorf("read record: %w", err)
 	}
-	val, err := atdata.UnmarshalCBOR(r.Data)
+	val, err := DecodeRecord(r.Data)
 	if err != nil {
 		return nil, fmt.Errorf("decode record %s: %w", uri, err)
 	}
@@ -56,7 +56,7 @@ func (s *Service) ListRecords(ctx context.Context, did syntax.DID, q ListQuery) 
 	}
 	out := make([]RecordView, 0, len(rows))
 	for _, r := range rows {
-		val, err := atdata.UnmarshalCBOR(r.Data)
+		val, err := DecodeRecord(r.Data)
 		if err != nil {
 			return nil, "", fmt.Errorf("decode record %s/%s: %w", r.Collection, r.RKey, err)
 		}
@@ -81,4 +81,38 @@ func (s *Service) Collections(ctx context.Context, did syntax.DID) ([]syntax.NSI
 // Stats counts the blocks and records of did's repository.
 func (s *Service) Stats(ctx context.Context, did syntax.DID) (blocks, records int64, err error) {
 	return s.store.Stats(ctx, did)
+}
+
+// DecodeRecord decodes a stored record into the atproto data model, ready to
+// be written as JSON. indigo decodes an empty byte string as a nil
+// atdata.Bytes, which then neither marshals to JSON nor re-encodes to the
+// same CBOR; such values are replaced with an empty, non-nil one.
+func DecodeRecord(data []byte) (map[string]any, error) {
+	val, err := atdata.UnmarshalCBOR(data)
+	if err != nil {
+		return nil, err
+	}
+	fixEmptyBytes(val)
+	return val, nil
+}
+
+func fixEmptyBytes(v any) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, x := range t {
+			if b, ok := x.(atdata.Bytes); ok && b == nil {
+				t[k] = atdata.Bytes{}
+				continue
+			}
+			fixEmptyBytes(x)
+		}
+	case []any:
+		for i, x := range t {
+			if b, ok := x.(atdata.Bytes); ok && b == nil {
+				t[i] = atdata.Bytes{}
+				continue
+			}
+			fixEmptyBytes(x)
+		}
+	}
 }

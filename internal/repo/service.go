@@ -73,6 +73,12 @@ type repoState struct {
 	tree  *mst.Tree
 	head  Head
 	clock *syntax.TIDClock
+	// nodes maps each MST node of the tree to its child nodes, so that the
+	// nodes a commit replaces can be found without reading blocks back.
+	nodes map[cid.Cid][]cid.Cid
+	// pending holds the child links of nodes written by the commit in
+	// progress, merged into nodes once it is durable.
+	pending map[cid.Cid][]cid.Cid
 }
 
 // NewService returns a repository engine.
@@ -125,6 +131,8 @@ func (s *Service) load(ctx context.Context, did syntax.DID, st *repoState) error
 	st.tree = tree
 	st.head = head
 	st.clock = clockAfter(head.Rev)
+	st.nodes = map[cid.Cid][]cid.Cid{}
+	indexNodes(tree.Root, st.nodes)
 	return nil
 }
 
@@ -179,6 +187,8 @@ func (s *Service) Create(ctx context.Context, did syntax.DID, extra func(Head, [
 		return Head{}, fmt.Errorf("apply genesis: %w", err)
 	}
 	st.tree, st.head, st.clock = &tree, head, clock
+	st.nodes = map[cid.Cid][]cid.Cid{}
+	indexNodes(tree.Root, st.nodes)
 	return head, nil
 }
 

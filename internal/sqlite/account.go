@@ -95,7 +95,7 @@ func (s *AccountStore) SetStatus(ctx context.Context, did syntax.DID, from, to a
 			return nil
 		}
 		changed = true
-		_, err = appendEvents(ctx, tx, did.String(), events, s.db.now())
+		_, err = s.db.appendEvents(ctx, tx, did.String(), events)
 		return err
 	})
 	return changed, err

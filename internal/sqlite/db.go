@@ -35,6 +35,10 @@ type DB struct {
 
 	// Now is the clock used for timestamps; tests may replace it.
 	Now func() time.Time
+
+	// stmts holds the statements prepared on the write connection; it is
+	// filled once in Open and only read afterwards.
+	stmts map[string]*sql.Stmt
 }
 
 // Open opens (creating if needed) the database file at path and migrates it
@@ -86,8 +90,12 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	read.SetMaxIdleConns(8)
 	read.SetConnMaxIdleTime(0)
 
-	db := &DB{write: write, read: read, path: path, Now: time.Now}
+	db := &DB{write: write, read: read, path: path, Now: time.Now, stmts: map[string]*sql.Stmt{}}
 	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := db.prepare(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -101,8 +109,34 @@ func Open(ctx context.Context, path string) (*DB, error) {
 // Path returns the database file path.
 func (db *DB) Path() string { return db.path }
 
+// writeStatements are prepared on the write connection when the database
+// opens: compiling a statement costs more than running it. They must be
+// prepared before any transaction, because the single write connection is
+// busy for the whole of a transaction.
+var writeStatements = []string{
+	sqlHeadCommit, sqlPutBlock, sqlIndexRecord, sqlUnindexRecord,
+	sqlDropBlock, sqlMaybeDrop, sqlSetHead, sqlAppendEvent,
+}
+
+func (db *DB) prepare(ctx context.Context) error {
+	for _, q := range writeStatements {
+		st, err := db.write.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", q, err)
+		}
+		db.stmts[q] = st
+	}
+	return nil
+}
+
+// stmt returns a statement prepared by prepare.
+func (db *DB) stmt(q string) *sql.Stmt { return db.stmts[q] }
+
 // Close closes both pools, keeping the first error.
 func (db *DB) Close() error {
+	for _, st := range db.stmts {
+		st.Close()
+	}
 	err := db.read.Close()
 	if e := db.write.Close(); e != nil && err == nil {
 		err = e

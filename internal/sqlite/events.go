@@ -11,11 +11,12 @@ import (
 // appendEvents inserts firehose events inside tx and returns their seqs.
 // AUTOINCREMENT guarantees a seq is never reused, even after the newest
 // rows are deleted.
-func appendEvents(ctx context.Context, tx *sql.Tx, did string, evs []sequencer.Event, now string) ([]int64, error) {
+func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, did string, evs []sequencer.Event) ([]int64, error) {
 	seqs := make([]int64, 0, len(evs))
+	now := db.now()
+	ins := tx.StmtContext(ctx, db.stmt(sqlAppendEvent))
 	for _, ev := range evs {
-		res, err := tx.ExecContext(ctx, "INSERT INTO firehose_events (did, type, payload, created_at) VALUES (?, ?, ?, ?)",
-			did, ev.Type, ev.Payload, now)
+		res, err := ins.ExecContext(ctx, did, ev.Type, ev.Payload, now)
 		if err != nil {
 			return nil, fmt.Errorf("append event: %w", err)
 		}

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -59,61 +60,70 @@ func (s *RepoStore) Block(ctx context.Context, did syntax.DID, c cid.Cid) ([]byt
 	return data, nil
 }
 
+// SQL of the commit path, prepared once on the write connection: compiling
+// a statement costs more than running it.
+const (
+	sqlHeadCommit  = "SELECT commit_cid FROM repo_roots WHERE did = ?"
+	sqlPutBlock    = "INSERT OR IGNORE INTO repo_blocks (did, cid, rev, data) VALUES (?, ?, ?, ?)"
+	sqlIndexRecord = `INSERT INTO records (did, collection, rkey, cid, rev) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, rev = excluded.rev`
+	sqlUnindexRecord = "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?"
+	sqlDropBlock     = "DELETE FROM repo_blocks WHERE did = ? AND cid = ?"
+	sqlMaybeDrop     = `DELETE FROM repo_blocks WHERE did = ? AND cid = ?
+		AND NOT EXISTS (SELECT 1 FROM records WHERE did = ? AND cid = ?)`
+	sqlSetHead = `INSERT INTO repo_roots (did, commit_cid, data_cid, rev) VALUES (?, ?, ?, ?)
+		ON CONFLICT (did) DO UPDATE SET commit_cid = excluded.commit_cid, data_cid = excluded.data_cid, rev = excluded.rev`
+	sqlAppendEvent = "INSERT INTO firehose_events (did, type, payload, created_at) VALUES (?, ?, ?, ?)"
+)
+
 // Apply implements repo.Store: the whole batch in one write transaction.
 func (s *RepoStore) Apply(ctx context.Context, b *repo.Batch) ([]int64, error) {
 	var seqs []int64
 	err := s.db.withTx(ctx, func(tx *sql.Tx) error {
+		st := func(q string) *sql.Stmt { return tx.StmtContext(ctx, s.db.stmt(q)) }
 		did := b.DID.String()
+		rev := b.Rev.String()
 		if b.Prev != nil {
-			cur, err := scanHeadTx(ctx, tx, did)
-			if err != nil {
-				return err
+			var cur []byte
+			if err := st(sqlHeadCommit).QueryRowContext(ctx, did).Scan(&cur); err != nil {
+				return fmt.Errorf("read head: %w", err)
 			}
-			if !cur.Commit.Equals(b.Prev.Commit) {
-				return fmt.Errorf("apply commit: head moved from %s to %s", b.Prev.Commit, cur.Commit)
+			if !bytes.Equal(cur, b.Prev.Commit.Bytes()) {
+				return fmt.Errorf("apply commit: head moved from %s", b.Prev.Commit)
 			}
 		}
-		put, err := tx.PrepareContext(ctx, "INSERT OR IGNORE INTO repo_blocks (did, cid, rev, data) VALUES (?, ?, ?, ?)")
-		if err != nil {
-			return fmt.Errorf("prepare block insert: %w", err)
-		}
-		defer put.Close()
+		put := st(sqlPutBlock)
 		for _, blk := range b.Put {
-			if _, err := put.ExecContext(ctx, did, blk.CID.Bytes(), b.Rev.String(), blk.Data); err != nil {
+			if _, err := put.ExecContext(ctx, did, blk.CID.Bytes(), rev, blk.Data); err != nil {
 				return fmt.Errorf("insert block: %w", err)
 			}
 		}
 		for _, e := range b.Upsert {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO records (did, collection, rkey, cid, rev) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, rev = excluded.rev`,
-				did, e.Collection.String(), e.RKey.String(), e.CID.Bytes(), b.Rev.String()); err != nil {
+			if _, err := st(sqlIndexRecord).ExecContext(ctx, did, e.Collection.String(), e.RKey.String(), e.CID.Bytes(), rev); err != nil {
 				return fmt.Errorf("index record: %w", err)
 			}
 		}
 		for _, e := range b.Delete {
-			if _, err := tx.ExecContext(ctx, "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?",
-				did, e.Collection.String(), e.RKey.String()); err != nil {
+			if _, err := st(sqlUnindexRecord).ExecContext(ctx, did, e.Collection.String(), e.RKey.String()); err != nil {
 				return fmt.Errorf("unindex record: %w", err)
 			}
 		}
+		drop := st(sqlDropBlock)
 		for _, c := range b.Drop {
-			if _, err := tx.ExecContext(ctx, "DELETE FROM repo_blocks WHERE did = ? AND cid = ?", did, c.Bytes()); err != nil {
+			if _, err := drop.ExecContext(ctx, did, c.Bytes()); err != nil {
 				return fmt.Errorf("drop block: %w", err)
 			}
 		}
 		for _, c := range b.MaybeDrop {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM repo_blocks WHERE did = ? AND cid = ?
-				AND NOT EXISTS (SELECT 1 FROM records WHERE did = ? AND cid = ?)`,
-				did, c.Bytes(), did, c.Bytes()); err != nil {
+			if _, err := st(sqlMaybeDrop).ExecContext(ctx, did, c.Bytes(), did, c.Bytes()); err != nil {
 				return fmt.Errorf("drop record block: %w", err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO repo_roots (did, commit_cid, data_cid, rev) VALUES (?, ?, ?, ?)
-			ON CONFLICT (did) DO UPDATE SET commit_cid = excluded.commit_cid, data_cid = excluded.data_cid, rev = excluded.rev`,
-			did, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String()); err != nil {
+		if _, err := st(sqlSetHead).ExecContext(ctx, did, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String()); err != nil {
 			return fmt.Errorf("set head: %w", err)
 		}
-		seqs, err = appendEvents(ctx, tx, did, b.Events, s.db.now())
+		var err error
+		seqs, err = s.db.appendEvents(ctx, tx, did, b.Events)
 		return err
 	})
 	if err != nil {

@@ -26,7 +26,6 @@ CREATE TABLE repo_blocks (
 	data BLOB NOT NULL,
 	PRIMARY KEY (did, cid)
 ) WITHOUT ROWID;
-CREATE INDEX repo_blocks_rev ON repo_blocks (did, rev);
 
 -- Index of the records in the current tree, for reads and listings that
 -- should not walk the MST.
