@@ -74,6 +74,24 @@ Settings live in a data directory (--data-dir, env PDS_DATA_DIR, default
 	root.PersistentFlags().String("data-dir", "", "data directory (env PDS_DATA_DIR, default \""+config.DefaultDataDir+"\")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.AddCommand(newInitCmd(e), newServeCmd(e), newActivateCmd(e, true), newActivateCmd(e, false), newVersionCmd(e))
+	// Argument mistakes are usage errors (exit status 2), like flag errors.
+	root.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError{fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())}
+		}
+		return nil
+	}
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	for _, sub := range root.Commands() {
+		if check := sub.Args; check != nil {
+			sub.Args = func(cmd *cobra.Command, args []string) error {
+				if err := check(cmd, args); err != nil {
+					return usageError{err.Error()}
+				}
+				return nil
+			}
+		}
+	}
 	return root
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -112,15 +114,21 @@ func runInit(cmd *cobra.Command, e IO, o initOptions) error {
 	}
 	c.SigningKeyPublic = pub.DIDKey()
 
+	// For did:plc the genesis operation is built and signed first, but only
+	// submitted once the whole configuration validates and is saved: a DID
+	// registered for a configuration that is then thrown away would be an
+	// identity nobody holds the rotation key of.
+	var genesis *identity.Operation
 	if c.DID == "" {
 		switch o.didMethod {
 		case "web":
 			c.DID = config.WebDID(c.PublicURL).String()
 		case "plc":
-			did, rotPub, err := registerPLC(ctx, c, pub)
+			op, did, rotPub, err := plcGenesis(c, pub)
 			if err != nil {
 				return err
 			}
+			genesis = op
 			c.DID = did.String()
 			res.RotationKeyPub = rotPub
 		}
@@ -128,8 +136,22 @@ func runInit(cmd *cobra.Command, e IO, o initOptions) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	_, statErr := os.Stat(c.DataDir)
+	dirExisted := statErr == nil
 	if err := c.Save(); err != nil {
 		return err
+	}
+	if genesis != nil {
+		if err := submitPLC(ctx, c, genesis); err != nil {
+			// Nothing was registered: remove the files so that a retry
+			// starts clean instead of keeping a DID that does not exist.
+			os.Remove(filepath.Join(c.DataDir, config.SettingsFile))
+			os.Remove(filepath.Join(c.DataDir, config.SecretsFile))
+			if !dirExisted {
+				os.Remove(c.DataDir) // only if empty
+			}
+			return err
+		}
 	}
 	res.DID, res.Handle, res.PublicURL, res.SigningKeyPublic = c.DID, c.Handle, c.PublicURL, c.SigningKeyPublic
 	return printInit(e, o, res)
@@ -156,6 +178,10 @@ func fillInitDefaults(c *config.Config, o *initOptions) error {
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	if c.Handle == "" {
 		c.Handle = c.Hostname
+		if _, err := syntax.ParseHandle(c.Handle); err != nil {
+			// A bare host such as localhost is no valid handle.
+			c.Handle = DevHandle
+		}
 	}
 	if h, err := syntax.ParseHandle(c.Handle); err == nil {
 		c.Handle = h.Normalize().String()
@@ -217,36 +243,41 @@ func generateSecrets(c *config.Config, o *initOptions, res *initResult) error {
 	return nil
 }
 
-// registerPLC signs a genesis operation with the rotation key and submits it
-// to the PLC directory; the DID is derived from the operation.
-func registerPLC(ctx context.Context, c *config.Config, signing atcrypto.PublicKey) (syntax.DID, string, error) {
+// plcGenesis signs a genesis operation with the rotation key; the DID is
+// derived from the operation.
+func plcGenesis(c *config.Config, signing atcrypto.PublicKey) (*identity.Operation, syntax.DID, string, error) {
 	rot, err := config.ParseKey(c.RotationKey)
 	if err != nil {
-		return "", "", fmt.Errorf("rotation key: %w", err)
+		return nil, "", "", fmt.Errorf("rotation key: %w", err)
 	}
 	h, err := syntax.ParseHandle(c.Handle)
 	if err != nil {
-		return "", "", usageError{fmt.Sprintf("--handle: invalid handle %q", c.Handle)}
+		return nil, "", "", usageError{fmt.Sprintf("--handle: invalid handle %q", c.Handle)}
 	}
 	op, err := identity.NewGenesis(rot, nil, signing, h, c.PublicURL)
 	if err != nil {
-		return "", "", fmt.Errorf("build plc genesis: %w", err)
+		return nil, "", "", fmt.Errorf("build plc genesis: %w", err)
 	}
 	did, err := op.DID()
 	if err != nil {
-		return "", "", fmt.Errorf("derive did: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	client := &identity.PLCClient{URL: c.PLCURL, HTTPClient: &http.Client{Timeout: 30 * time.Second}}
-	if err := client.Submit(ctx, did, op); err != nil {
-		return "", "", fmt.Errorf("register %s with %s: %w", did, c.PLCURL, err)
+		return nil, "", "", fmt.Errorf("derive did: %w", err)
 	}
 	rotPub, err := rot.PublicKey()
 	if err != nil {
-		return "", "", err
+		return nil, "", "", err
 	}
-	return did, rotPub.DIDKey(), nil
+	return op, did, rotPub.DIDKey(), nil
+}
+
+// submitPLC registers the genesis operation with the PLC directory.
+func submitPLC(ctx context.Context, c *config.Config, op *identity.Operation) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	client := &identity.PLCClient{URL: c.PLCURL, HTTPClient: &http.Client{Timeout: 30 * time.Second}}
+	if err := client.Submit(ctx, syntax.DID(c.DID), op); err != nil {
+		return fmt.Errorf("register %s with %s: %w", c.DID, c.PLCURL, err)
+	}
+	return nil
 }
 
 func printInit(e IO, o initOptions, res initResult) error {

@@ -5,9 +5,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"strings"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/bluesky-social/indigo/atproto/repo/mst"
 	"github.com/bluesky-social/indigo/atproto/syntax"
