@@ -62,6 +62,10 @@ type Settings struct {
 	PrivacyPolicyURL  string   `json:"privacy-policy-url,omitempty"`
 	TermsOfServiceURL string   `json:"terms-of-service-url,omitempty"`
 	LogLevel          string   `json:"log-level,omitempty"`
+	// SyncCommits fsyncs every commit before acknowledging it (the
+	// default). Turned off, commits still survive a crash of the process
+	// but the newest can be lost to a power failure.
+	SyncCommits bool `json:"sync-commits"`
 }
 
 // Secrets are the secret settings, stored in secrets.json with mode 0600.
@@ -92,6 +96,7 @@ func Default(dataDir string) *Config {
 			PLCURL:          DefaultPLCURL,
 			InitiallyActive: true,
 			LogLevel:        "info",
+			SyncCommits:     true,
 		},
 	}
 }
@@ -177,6 +182,16 @@ func Fields() []Field {
 		field("privacy-policy-url", "privacy policy link shown by describeServer", false, func(c *Config) *string { return &c.PrivacyPolicyURL }),
 		field("terms-of-service-url", "terms of service link shown by describeServer", false, func(c *Config) *string { return &c.TermsOfServiceURL }),
 		field("log-level", "log level: debug, info, warn or error", false, func(c *Config) *string { return &c.LogLevel }),
+		{Name: "sync-commits", Usage: "fsync every commit before acknowledging it (false: faster, survives process crashes but not power loss)",
+			get: func(c *Config) string { return strconv.FormatBool(c.SyncCommits) },
+			set: func(c *Config, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("invalid boolean %q", v)
+				}
+				c.SyncCommits = b
+				return nil
+			}},
 		field("signing-key", "hex secp256k1 repository signing key", true, func(c *Config) *string { return &c.SigningKey }),
 		field("rotation-key", "hex secp256k1 PLC rotation key", true, func(c *Config) *string { return &c.RotationKey }),
 		field("jwt-secret", "secret that signs session tokens", true, func(c *Config) *string { return &c.JWTSecret }),

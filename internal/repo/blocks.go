@@ -2,29 +2,11 @@ package repo
 
 import (
 	"context"
-	"fmt"
 
-	"github.com/bluesky-social/indigo/atproto/syntax"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 )
-
-// storeSource adapts a Store to the read-only block source indigo's MST
-// loader needs.
-type storeSource struct {
-	ctx   context.Context
-	store Store
-	did   syntax.DID
-}
-
-func (s storeSource) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
-	data, err := s.store.Block(ctx, s.did, c)
-	if err != nil {
-		return nil, fmt.Errorf("load block %s: %w", c, err)
-	}
-	return blocks.NewBlockWithCid(data, c)
-}
 
 // recorder collects the blocks indigo's MST writes during a commit. It
 // implements the full blockstore interface that WriteDiffBlocks asks for;

@@ -50,29 +50,55 @@ func (c carWriter) block(b Block) error {
 }
 
 // ExportCAR streams did's repository as a CARv1 rooted at the current
-// commit: the commit block first, then every MST node and record of the
-// current tree. With since set, only blocks written after that revision are
-// included. Nothing is buffered beyond one block.
+// commit: the commit block first, then the MST nodes, then the records.
+// With since set, only records written after that revision are included
+// (the nodes always are, so the result still proves its contents). The
+// account lock is held only while the nodes are encoded, never while the
+// client reads.
 func (s *Service) ExportCAR(ctx context.Context, did syntax.DID, since string, w io.Writer) error {
+	st := s.state(did)
+	st.mu.Lock()
+	locked := true
+	unlock := func() {
+		if locked {
+			locked = false
+			st.mu.Unlock()
+		}
+	}
+	defer unlock()
+	if err := s.load(ctx, did, st); err != nil {
+		return err
+	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	cw := carWriter{w: bw}
-	var commit cid.Cid
 	err := s.store.Export(ctx, did, since, func(h Head) error {
-		commit = h.Commit
-		if err := cw.header(h.Commit); err != nil {
+		if !h.Commit.Equals(st.head.Commit) {
+			return fmt.Errorf("export: stored head %s differs from loaded head %s", h.Commit, st.head.Commit)
+		}
+		nodes, err := encodeNodes(st.tree.Root, nil)
+		if err != nil {
 			return err
 		}
-		data, err := s.store.Block(ctx, did, h.Commit)
+		// The read snapshot is open: later commits cannot change what the
+		// rest of the export sees, so writers may proceed.
+		unlock()
+		commitData, err := s.store.Block(ctx, did, h.Commit)
 		if err != nil {
 			return fmt.Errorf("read commit block: %w", err)
 		}
-		return cw.block(Block{CID: h.Commit, Data: data})
-	}, func(b Block) error {
-		if b.CID.Equals(commit) {
-			return nil
+		if err := cw.header(h.Commit); err != nil {
+			return err
 		}
-		return cw.block(b)
-	})
+		if err := cw.block(Block{CID: h.Commit, Data: commitData}); err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if err := cw.block(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, cw.block)
 	if err != nil {
 		if errors.Is(err, ErrNoRepo) {
 			return pdserr.Wrap(err, pdserr.RepoNotFound, "Could not find repo for DID: "+did.String())
@@ -82,18 +108,63 @@ func (s *Service) ExportCAR(ctx context.Context, did syntax.DID, since string, w
 	return bw.Flush()
 }
 
-// Blocks returns a CAR rooted at the current commit with the requested
-// blocks. Blocks the repository does not hold make the whole request fail
-// with their CIDs listed, so callers never mistake a partial answer for a
-// complete one.
-func (s *Service) Blocks(ctx context.Context, did syntax.DID, cids []cid.Cid) ([]byte, error) {
-	head, err := s.Head(ctx, did)
+// encodeNodes appends the encoded blocks of the subtree under n, parents
+// before children.
+func encodeNodes(n *mst.Node, out []Block) ([]Block, error) {
+	b, err := encodeNode(n)
 	if err != nil {
 		return nil, err
+	}
+	out = append(out, b)
+	for _, e := range n.Entries {
+		if e.Child != nil {
+			if out, err = encodeNodes(e.Child, out); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// encodeNode encodes one MST node whose CID is already computed.
+func encodeNode(n *mst.Node) (Block, error) {
+	if n.CID == nil || n.Dirty {
+		return Block{}, fmt.Errorf("encode mst node: tree has uncomputed nodes")
+	}
+	nd := n.NodeData()
+	var buf bytes.Buffer
+	if err := nd.MarshalCBOR(&buf); err != nil {
+		return Block{}, fmt.Errorf("encode mst node: %w", err)
+	}
+	return Block{CID: *n.CID, Data: buf.Bytes()}, nil
+}
+
+// Blocks returns a CAR rooted at the current commit with the requested
+// blocks, which may be the commit, MST nodes or records. Blocks the
+// repository does not hold make the whole request fail with their CIDs
+// listed, so callers never mistake a partial answer for a complete one.
+func (s *Service) Blocks(ctx context.Context, did syntax.DID, cids []cid.Cid) ([]byte, error) {
+	st := s.state(did)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := s.load(ctx, did, st); err != nil {
+		return nil, err
+	}
+	if st.nodes == nil {
+		st.nodes = map[cid.Cid]*mst.Node{}
+		indexNodes(st.tree.Root, st.nodes)
 	}
 	out := make([]Block, 0, len(cids))
 	var missing []string
 	for _, c := range cids {
+		if n, ok := st.nodes[c]; ok {
+			b, err := encodeNode(n)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, b)
+			continue
+		}
 		data, err := s.store.Block(ctx, did, c)
 		if errors.Is(err, ErrBlockNotFound) {
 			missing = append(missing, c.String())
@@ -107,36 +178,43 @@ func (s *Service) Blocks(ctx context.Context, did syntax.DID, cids []cid.Cid) ([
 	if len(missing) > 0 {
 		return nil, pdserr.New(pdserr.InvalidRequest, "Could not find cids: %s", strings.Join(missing, ", "))
 	}
-	return writeCAR(head.Commit, out)
+	return writeCAR(st.head.Commit, out)
+}
+
+func indexNodes(n *mst.Node, into map[cid.Cid]*mst.Node) {
+	if n.CID != nil {
+		into[*n.CID] = n
+	}
+	for _, e := range n.Entries {
+		if e.Child != nil {
+			indexNodes(e.Child, into)
+		}
+	}
 }
 
 // RecordProof returns a CAR rooted at the current commit holding the commit,
 // the MST nodes on the path to collection/rkey (which prove the record's
 // presence or absence) and the record itself when it exists.
 func (s *Service) RecordProof(ctx context.Context, did syntax.DID, collection syntax.NSID, rkey syntax.RecordKey) ([]byte, error) {
-	head, err := s.Head(ctx, did)
-	if err != nil {
+	st := s.state(did)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := s.load(ctx, did, st); err != nil {
 		return nil, err
 	}
-	commitData, err := s.store.Block(ctx, did, head.Commit)
+	commitData, err := s.store.Block(ctx, did, st.head.Commit)
 	if err != nil {
 		return nil, fmt.Errorf("read commit: %w", err)
 	}
-	out := []Block{{CID: head.Commit, Data: commitData}}
+	out := []Block{{CID: st.head.Commit, Data: commitData}}
 	key := []byte(collection.String() + "/" + rkey.String())
-	next := &head.Data
-	for next != nil {
-		data, err := s.store.Block(ctx, did, *next)
+	for n := st.tree.Root; n != nil; {
+		b, err := encodeNode(n)
 		if err != nil {
-			return nil, fmt.Errorf("read mst node: %w", err)
+			return nil, err
 		}
-		out = append(out, Block{CID: *next, Data: data})
-		nd, err := mst.NodeDataFromCBOR(bytes.NewReader(data))
-		if err != nil {
-			return nil, fmt.Errorf("decode mst node: %w", err)
-		}
-		var value *cid.Cid
-		next, value = descend(nd, key)
+		out = append(out, b)
+		next, value := descendNode(n, key)
 		if value != nil {
 			rec, err := s.store.Block(ctx, did, *value)
 			if err != nil {
@@ -145,32 +223,30 @@ func (s *Service) RecordProof(ctx context.Context, did syntax.DID, collection sy
 			out = append(out, Block{CID: *value, Data: rec})
 			break
 		}
+		n = next
 	}
-	return writeCAR(head.Commit, out)
+	return writeCAR(st.head.Commit, out)
 }
 
-// descend finds key in one MST node: it returns the value when the key is
-// an entry of the node, or otherwise the child subtree that would hold it.
-func descend(nd *mst.NodeData, key []byte) (child *cid.Cid, value *cid.Cid) {
-	var prev []byte
-	child = nd.Left
-	for _, e := range nd.Entries {
-		k := make([]byte, 0, int(e.PrefixLen)+len(e.KeySuffix))
-		if int(e.PrefixLen) <= len(prev) {
-			k = append(k, prev[:e.PrefixLen]...)
+// descendNode finds key in one MST node: it returns the value when the key
+// is an entry of the node, or otherwise the child subtree that would hold it
+// (nil when there is none).
+func descendNode(n *mst.Node, key []byte) (child *mst.Node, value *cid.Cid) {
+	var left *mst.Node
+	for _, e := range n.Entries {
+		if e.IsChild() {
+			left = e.Child
+			continue
 		}
-		k = append(k, e.KeySuffix...)
-		prev = k
-		switch c := bytes.Compare(key, k); {
+		switch c := bytes.Compare(key, e.Key); {
 		case c == 0:
-			v := e.Value
-			return nil, &v
+			return nil, e.Value
 		case c < 0:
-			return child, nil
+			return left, nil
 		}
-		child = e.Right
+		left = nil
 	}
-	return child, nil
+	return left, nil
 }
 
 // SyncCAR returns a CAR holding only the current commit block of did and the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
+	"github.com/bluesky-social/indigo/atproto/repo/mst"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
 
@@ -78,9 +79,22 @@ func (s *Service) Collections(ctx context.Context, did syntax.DID) ([]syntax.NSI
 	return s.store.Collections(ctx, did)
 }
 
-// Stats counts the blocks and records of did's repository.
+// Stats counts the blocks (commit, MST nodes and records) and the records
+// of did's repository.
 func (s *Service) Stats(ctx context.Context, did syntax.DID) (blocks, records int64, err error) {
-	return s.store.Stats(ctx, did)
+	st := s.state(did)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := s.load(ctx, did, st); err != nil {
+		return 0, 0, err
+	}
+	stored, records, err := s.store.Stats(ctx, did)
+	if err != nil {
+		return 0, 0, err
+	}
+	nodes := map[cid.Cid]*mst.Node{}
+	indexNodes(st.tree.Root, nodes)
+	return stored + int64(len(nodes)), records, nil
 }
 
 // DecodeRecord decodes a stored record into the atproto data model, ready to

@@ -16,6 +16,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/repo/mst"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
+	car "github.com/ipld/go-car"
 
 	"stratus/internal/account"
 	"stratus/internal/pdserr"
@@ -46,10 +47,12 @@ type env struct {
 	head repo.Head
 }
 
-func newEnv(tb testing.TB) *env {
+func newEnv(tb testing.TB) *env { return newEnvWith(tb, sqlite.Options{}) }
+
+func newEnvWith(tb testing.TB, opts sqlite.Options) *env {
 	tb.Helper()
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(tb.TempDir(), "pds.sqlite"))
+	db, err := sqlite.OpenWith(ctx, filepath.Join(tb.TempDir(), "pds.sqlite"), opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -103,8 +106,10 @@ func verifyExport(t *testing.T, e *env, wantRecords int) {
 	if n != wantRecords {
 		t.Fatalf("records in tree = %d, want %d", n, wantRecords)
 	}
-	// Count blocks in the CAR (= blocks in the store) against the reachable set.
+	// The CAR holds exactly the reachable blocks, and the store exactly the
+	// commit and the records.
 	reachable := map[cid.Cid]bool{}
+	records := map[cid.Cid]bool{}
 	var walk func(n *mst.Node)
 	walk = func(n *mst.Node) {
 		reachable[*n.CID] = true
@@ -114,6 +119,7 @@ func verifyExport(t *testing.T, e *env, wantRecords int) {
 			}
 			if en.Value != nil {
 				reachable[*en.Value] = true
+				records[*en.Value] = true
 			}
 		}
 	}
@@ -126,18 +132,30 @@ func verifyExport(t *testing.T, e *env, wantRecords int) {
 		t.Fatal(err)
 	}
 	reachable[head.Commit] = true
-	stored := 0
-	if err := e.db.Repos().Export(ctx, testDID, "", func(repo.Head) error { return nil }, func(b repo.Block) error {
-		stored++
-		if !reachable[b.CID] {
-			t.Errorf("store holds unreachable block %s", b.CID)
-		}
-		return nil
-	}); err != nil {
+	inCAR := map[cid.Cid]bool{}
+	cr, err := car.NewCarReader(bytes.NewReader(buf.Bytes()))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if stored != len(reachable) {
-		t.Fatalf("store holds %d blocks, tree has %d", stored, len(reachable))
+	for {
+		blk, err := cr.Next()
+		if err != nil {
+			break
+		}
+		if !reachable[blk.Cid()] {
+			t.Errorf("export holds unreachable block %s", blk.Cid())
+		}
+		inCAR[blk.Cid()] = true
+	}
+	if len(inCAR) != len(reachable) {
+		t.Fatalf("export holds %d blocks, tree has %d", len(inCAR), len(reachable))
+	}
+	stored, _, err := e.db.Repos().Stats(ctx, testDID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(len(records) + 1); stored != want {
+		t.Fatalf("store holds %d blocks, want %d (commit + distinct records)", stored, want)
 	}
 }
 
@@ -192,6 +210,11 @@ func TestService_ApplyWrites(t *testing.T) {
 		ev := lastCommitEvent(t, e)
 		if _, err := atrepo.VerifyCommitMessage(ctx, ev); err != nil {
 			t.Fatalf("write %d (%v %s): commit event does not verify: %v; ops=%d", i, w.Action, w.RKey, err, len(ev.Ops))
+		}
+		if i%97 == 0 {
+			// Drop the cached tree: the next write rebuilds it from the
+			// record index and checks it against the signed commit.
+			e.svc.Forget(testDID)
 		}
 		if i%50 == 0 {
 			n := 0
@@ -267,15 +290,55 @@ func TestService_ConcurrentCreates(t *testing.T) {
 	verifyExport(t, e, 20)
 }
 
+// BenchmarkService_CreateRecord measures the whole commit path of one
+// createRecord: validation, MST update, signing, and the SQLite transaction,
+// with every commit fsynced (the default) and with relaxed sync.
 func BenchmarkService_CreateRecord(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		opts sqlite.Options
+	}{{"sync=full", sqlite.Options{}}, {"sync=relaxed", sqlite.Options{RelaxedSync: true}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			ctx := context.Background()
+			e := newEnvWith(b, tc.opts)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				if _, err := e.svc.ApplyWrites(ctx, testDID, []repo.Write{{Action: repo.Create, Collection: "app.bsky.feed.post", Record: post(i)}}, repo.Options{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkService_ExportCAR measures a full getRepo export of a
+// 2,500-record repository.
+func BenchmarkService_ExportCAR(b *testing.B) {
 	ctx := context.Background()
-	e := newEnv(b)
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		i++
-		if _, err := e.svc.ApplyWrites(ctx, testDID, []repo.Write{{Action: repo.Create, Collection: "app.bsky.feed.post", Record: post(i)}}, repo.Options{}); err != nil {
-			b.Fatal(err)
+	e := newEnvWith(b, sqlite.Options{RelaxedSync: true})
+	var writes []repo.Write
+	for i := 0; i < 2500; i++ {
+		writes = append(writes, repo.Write{Action: repo.Create, Collection: "app.bsky.feed.post", Record: post(i)})
+		if len(writes) == repo.MaxWrites {
+			if _, err := e.svc.ApplyWrites(ctx, testDID, writes, repo.Options{}); err != nil {
+				b.Fatal(err)
+			}
+			writes = nil
 		}
 	}
+	if _, err := e.svc.ApplyWrites(ctx, testDID, writes, repo.Options{}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	var n int64
+	for b.Loop() {
+		var buf bytes.Buffer
+		if err := e.svc.ExportCAR(ctx, testDID, "", &buf); err != nil {
+			b.Fatal(err)
+		}
+		n = int64(buf.Len())
+	}
+	b.SetBytes(n)
 }

@@ -73,12 +73,9 @@ type repoState struct {
 	tree  *mst.Tree
 	head  Head
 	clock *syntax.TIDClock
-	// nodes maps each MST node of the tree to its child nodes, so that the
-	// nodes a commit replaces can be found without reading blocks back.
-	nodes map[cid.Cid][]cid.Cid
-	// pending holds the child links of nodes written by the commit in
-	// progress, merged into nodes once it is durable.
-	pending map[cid.Cid][]cid.Cid
+	// nodes indexes the tree's nodes by CID for getBlocks; built on demand
+	// and dropped by every commit.
+	nodes map[cid.Cid]*mst.Node
 }
 
 // NewService returns a repository engine.
@@ -109,7 +106,9 @@ func (s *Service) state(did syntax.DID) *repoState {
 	return st
 }
 
-// load makes st.tree the current tree of did. Callers hold st.mu.
+// load makes st.tree the current tree of did, rebuilt from the record
+// index and checked against the data root of the signed commit. Callers
+// hold st.mu.
 func (s *Service) load(ctx context.Context, did syntax.DID, st *repoState) error {
 	if st.tree != nil {
 		return nil
@@ -121,18 +120,29 @@ func (s *Service) load(ctx context.Context, did syntax.DID, st *repoState) error
 		}
 		return fmt.Errorf("load head: %w", err)
 	}
-	tree, err := mst.LoadTreeFromStore(ctx, storeSource{ctx: ctx, store: s.store, did: did}, head.Data)
-	if err != nil {
-		return fmt.Errorf("load tree: %w", err)
+	keys := map[string]cid.Cid{}
+	if err := s.store.Keys(ctx, did, func(k string, c cid.Cid) error {
+		keys[k] = c
+		return nil
+	}); err != nil {
+		return fmt.Errorf("load record index: %w", err)
 	}
-	if tree.IsPartial() {
-		return fmt.Errorf("load tree: repository of %s is missing MST blocks", did)
+	tree, err := mst.LoadTreeFromMap(keys)
+	if err != nil {
+		return fmt.Errorf("build tree: %w", err)
+	}
+	root, err := tree.RootCID()
+	if err != nil {
+		return fmt.Errorf("build tree: %w", err)
+	}
+	if !root.Equals(head.Data) {
+		return fmt.Errorf("repository of %s is inconsistent: its %d indexed records give MST root %s but commit %s says %s",
+			did, len(keys), root, head.Commit, head.Data)
 	}
 	st.tree = tree
 	st.head = head
 	st.clock = clockAfter(head.Rev)
-	st.nodes = map[cid.Cid][]cid.Cid{}
-	indexNodes(tree.Root, st.nodes)
+	st.nodes = nil
 	return nil
 }
 
@@ -171,7 +181,7 @@ func (s *Service) Create(ctx context.Context, did syntax.DID, extra func(Head, [
 		return Head{}, err
 	}
 	head := Head{Commit: commitBlock.CID, Data: *root, Rev: syntax.TID(commit.Rev)}
-	b := &Batch{DID: did, Head: head, Rev: head.Rev, Put: append([]Block{commitBlock}, rec.blocks...)}
+	b := &Batch{DID: did, Head: head, Rev: head.Rev, Put: []Block{commitBlock}}
 	if extra != nil {
 		car, err := writeCAR(commitBlock.CID, []Block{commitBlock})
 		if err != nil {
@@ -186,9 +196,7 @@ func (s *Service) Create(ctx context.Context, did syntax.DID, extra func(Head, [
 	if _, err := s.store.Apply(ctx, b); err != nil {
 		return Head{}, fmt.Errorf("apply genesis: %w", err)
 	}
-	st.tree, st.head, st.clock = &tree, head, clock
-	st.nodes = map[cid.Cid][]cid.Cid{}
-	indexNodes(tree.Root, st.nodes)
+	st.tree, st.head, st.clock, st.nodes = &tree, head, clock, nil
 	return head, nil
 }
 

@@ -1,7 +1,13 @@
 // Package repo is the write and read path of account repositories: it turns
 // record writes into signed version-3 commits over indigo's Merkle Search
-// Tree, keeps exactly the blocks of the current tree in storage, and exports
-// the repository and record proofs as CAR files.
+// Tree and exports the repository and record proofs as CAR files.
+//
+// Storage holds the signed commit, the record blocks and the record index.
+// The MST nodes are not stored: the tree is a pure function of the record
+// index, so it is rebuilt in memory when an account is first used and
+// checked against the data root of the signed commit. Each commit then
+// writes a handful of rows instead of every changed tree node, and a store
+// can never hold a stale or unreachable node.
 package repo
 
 import (
@@ -50,10 +56,9 @@ type Batch struct {
 	Prev *Head
 	Head Head
 	Rev  syntax.TID
-	// Put are the new blocks: commit, changed MST nodes, new records.
+	// Put are the new blocks: the commit and new records.
 	Put []Block
-	// Drop are blocks that are no longer reachable: replaced MST nodes and
-	// the previous commit.
+	// Drop are blocks that are no longer reachable: the previous commit.
 	Drop []cid.Cid
 	// MaybeDrop are record blocks that lost a reference; each is deleted
 	// only if no record in the index still points to it (two records with
@@ -100,10 +105,14 @@ type Store interface {
 	ListRecords(ctx context.Context, did syntax.DID, q ListQuery) ([]Record, error)
 	// Collections lists the collections that hold at least one record.
 	Collections(ctx context.Context, did syntax.DID) ([]syntax.NSID, error)
-	// Stats counts the blocks and indexed records of did's repository.
+	// Stats counts the stored blocks (commit and records) and the indexed
+	// records of did's repository.
 	Stats(ctx context.Context, did syntax.DID) (blocks, records int64, err error)
-	// Export calls head once and then each for every block of the current
-	// repository written after rev since (all blocks when since is empty),
-	// all from one consistent read snapshot.
+	// Keys calls fn for every record in the index with its MST key
+	// ("collection/rkey") and CID.
+	Keys(ctx context.Context, did syntax.DID, fn func(key string, c cid.Cid) error) error
+	// Export calls head once and then each for every stored record block
+	// written after rev since (all when since is empty), all from one
+	// consistent read snapshot.
 	Export(ctx context.Context, did syntax.DID, since string, head func(Head) error, each func(Block) error) error
 }

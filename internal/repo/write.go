@@ -1,9 +1,7 @@
 package repo
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -375,11 +373,6 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 	if err != nil {
 		return nil, fmt.Errorf("write tree: %w", err)
 	}
-	written := rec.seen
-	dropped, err := s.droppedNodes(ctx, did, st, prevHead.Data, written)
-	if err != nil {
-		return nil, err
-	}
 
 	rev := st.clock.Next()
 	if rev <= prevHead.Rev {
@@ -393,7 +386,6 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 
 	b := &Batch{DID: did, Prev: &prevHead, Head: head, Rev: rev}
 	b.Put = append(b.Put, commitBlock)
-	b.Put = append(b.Put, rec.blocks...)
 	diff := append([]Block{commitBlock}, rec.blocks...)
 	newRecords := map[cid.Cid]bool{}
 	for _, p := range preps {
@@ -409,7 +401,7 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		b.Put = append(b.Put, blk)
 		diff = append(diff, blk)
 	}
-	b.Drop = append(dropped, prevHead.Commit)
+	b.Drop = []cid.Cid{prevHead.Commit}
 
 	// Net change per path, in the order paths were first touched.
 	var ops []*comatproto.SyncSubscribeRepos_RepoOp
@@ -501,110 +493,8 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		return nil, fmt.Errorf("apply commit: %w", err)
 	}
 	st.head = head
-	for _, c := range dropped {
-		delete(st.nodes, c)
-	}
-	for c, children := range st.pending {
-		st.nodes[c] = children
-	}
-	st.pending = nil
+	st.nodes = nil
 	return &Outcome{Commit: &CommitRef{CID: head.Commit, Rev: rev}, Seq: seqs}, nil
-}
-
-// droppedNodes returns the MST nodes of the previous tree that the new tree
-// no longer contains, and records the children of the nodes written now. A
-// node that survives has the same CID and therefore the same whole subtree,
-// so the walk of the old tree stops at any node the new tree still holds:
-// only the paths that changed are visited, using st.nodes (the child links
-// of every node in the tree) instead of reading blocks back.
-func (s *Service) droppedNodes(ctx context.Context, did syntax.DID, st *repoState, oldRoot cid.Cid, written map[cid.Cid]struct{}) ([]cid.Cid, error) {
-	keep := map[cid.Cid]struct{}{}
-	var mark func(n *mst.Node)
-	mark = func(n *mst.Node) {
-		if n == nil || n.CID == nil {
-			return
-		}
-		keep[*n.CID] = struct{}{}
-		if _, rewritten := written[*n.CID]; !rewritten {
-			return // an untouched subtree, kept whole
-		}
-		var children []cid.Cid
-		for _, e := range n.Entries {
-			if e.ChildCID != nil {
-				children = append(children, *e.ChildCID)
-			}
-			if e.Child != nil {
-				mark(e.Child)
-			} else if e.ChildCID != nil {
-				keep[*e.ChildCID] = struct{}{}
-			}
-		}
-		st.pending[*n.CID] = children
-	}
-	st.pending = map[cid.Cid][]cid.Cid{}
-	mark(st.tree.Root)
-
-	var dropped []cid.Cid
-	stack := []cid.Cid{oldRoot}
-	for len(stack) > 0 {
-		c := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if _, ok := keep[c]; ok {
-			continue
-		}
-		dropped = append(dropped, c)
-		children, ok := st.nodes[c]
-		if !ok {
-			var err error
-			if children, err = s.readChildren(ctx, did, c); err != nil {
-				return nil, err
-			}
-		}
-		stack = append(stack, children...)
-	}
-	return dropped, nil
-}
-
-// readChildren decodes one stored MST node and returns its child links.
-func (s *Service) readChildren(ctx context.Context, did syntax.DID, c cid.Cid) ([]cid.Cid, error) {
-	data, err := s.store.Block(ctx, did, c)
-	if errors.Is(err, ErrBlockNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read old mst node: %w", err)
-	}
-	nd, err := mst.NodeDataFromCBOR(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("decode old mst node: %w", err)
-	}
-	var out []cid.Cid
-	if nd.Left != nil {
-		out = append(out, *nd.Left)
-	}
-	for _, e := range nd.Entries {
-		if e.Right != nil {
-			out = append(out, *e.Right)
-		}
-	}
-	return out, nil
-}
-
-// indexNodes records the child links of every node of a fully loaded tree.
-func indexNodes(n *mst.Node, into map[cid.Cid][]cid.Cid) {
-	if n == nil || n.CID == nil {
-		return
-	}
-	var children []cid.Cid
-	for _, e := range n.Entries {
-		if e.ChildCID != nil {
-			children = append(children, *e.ChildCID)
-		}
-		if e.Child != nil {
-			indexNodes(e.Child, into)
-		}
-	}
-	into[*n.CID] = children
 }
 
 // now is used by callers that build events outside a commit.

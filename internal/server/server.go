@@ -82,7 +82,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, e
 	if err != nil {
 		return nil, fmt.Errorf("load lexicons: %w", err)
 	}
-	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, config.DatabaseFile))
+	db, err := sqlite.OpenWith(ctx, filepath.Join(cfg.DataDir, config.DatabaseFile), sqlite.Options{RelaxedSync: !cfg.SyncCommits})
 	if err != nil {
 		return nil, err
 	}

@@ -41,19 +41,38 @@ type DB struct {
 	stmts map[string]*sql.Stmt
 }
 
-// Open opens (creating if needed) the database file at path and migrates it
-// to the latest schema.
+// Options tune how the database is opened.
+type Options struct {
+	// RelaxedSync stops fsyncing the WAL on every commit
+	// (synchronous=NORMAL). Commits then survive a crash of the process,
+	// but the newest ones can be lost to a power failure or kernel crash;
+	// the database stays consistent either way.
+	RelaxedSync bool
+}
+
+// Open opens (creating if needed) the database file at path with every
+// commit fsynced, and migrates it to the latest schema.
 func Open(ctx context.Context, path string) (*DB, error) {
+	return OpenWith(ctx, path, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, path string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create db dir: %w", err)
 	}
 	// busy_timeout comes first so that the journal_mode change itself waits
 	// for other processes instead of failing. synchronous(FULL) makes every
-	// acknowledged commit durable across power loss, which a PDS promises.
+	// acknowledged commit durable across power loss, so a firehose seq that
+	// was sent is never reused.
+	sync := "synchronous(FULL)"
+	if opts.RelaxedSync {
+		sync = "synchronous(NORMAL)"
+	}
 	pragmas := []string{
 		"busy_timeout(10000)",
 		"journal_mode(WAL)",
-		"synchronous(FULL)",
+		sync,
 		"foreign_keys(1)",
 		"temp_store(MEMORY)",
 		"cache_size(-16000)",
@@ -114,8 +133,8 @@ func (db *DB) Path() string { return db.path }
 // prepared before any transaction, because the single write connection is
 // busy for the whole of a transaction.
 var writeStatements = []string{
-	sqlHeadCommit, sqlPutBlock, sqlIndexRecord, sqlUnindexRecord,
-	sqlDropBlock, sqlMaybeDrop, sqlSetHead, sqlAppendEvent,
+	sqlPutBlock, sqlIndexRecord, sqlUnindexRecord, sqlDropBlock,
+	sqlMaybeDrop, sqlCreateHead, sqlMoveHead, sqlAppendEvent,
 }
 
 func (db *DB) prepare(ctx context.Context) error {

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -63,7 +62,6 @@ func (s *RepoStore) Block(ctx context.Context, did syntax.DID, c cid.Cid) ([]byt
 // SQL of the commit path, prepared once on the write connection: compiling
 // a statement costs more than running it.
 const (
-	sqlHeadCommit  = "SELECT commit_cid FROM repo_roots WHERE did = ?"
 	sqlPutBlock    = "INSERT OR IGNORE INTO repo_blocks (did, cid, rev, data) VALUES (?, ?, ?, ?)"
 	sqlIndexRecord = `INSERT INTO records (did, collection, rkey, cid, rev) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, rev = excluded.rev`
@@ -71,8 +69,8 @@ const (
 	sqlDropBlock     = "DELETE FROM repo_blocks WHERE did = ? AND cid = ?"
 	sqlMaybeDrop     = `DELETE FROM repo_blocks WHERE did = ? AND cid = ?
 		AND NOT EXISTS (SELECT 1 FROM records WHERE did = ? AND cid = ?)`
-	sqlSetHead = `INSERT INTO repo_roots (did, commit_cid, data_cid, rev) VALUES (?, ?, ?, ?)
-		ON CONFLICT (did) DO UPDATE SET commit_cid = excluded.commit_cid, data_cid = excluded.data_cid, rev = excluded.rev`
+	sqlCreateHead  = "INSERT INTO repo_roots (did, commit_cid, data_cid, rev) VALUES (?, ?, ?, ?)"
+	sqlMoveHead    = "UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ? WHERE did = ? AND commit_cid = ?"
 	sqlAppendEvent = "INSERT INTO firehose_events (did, type, payload, created_at) VALUES (?, ?, ?, ?)"
 )
 
@@ -83,15 +81,6 @@ func (s *RepoStore) Apply(ctx context.Context, b *repo.Batch) ([]int64, error) {
 		st := func(q string) *sql.Stmt { return tx.StmtContext(ctx, s.db.stmt(q)) }
 		did := b.DID.String()
 		rev := b.Rev.String()
-		if b.Prev != nil {
-			var cur []byte
-			if err := st(sqlHeadCommit).QueryRowContext(ctx, did).Scan(&cur); err != nil {
-				return fmt.Errorf("read head: %w", err)
-			}
-			if !bytes.Equal(cur, b.Prev.Commit.Bytes()) {
-				return fmt.Errorf("apply commit: head moved from %s", b.Prev.Commit)
-			}
-		}
 		put := st(sqlPutBlock)
 		for _, blk := range b.Put {
 			if _, err := put.ExecContext(ctx, did, blk.CID.Bytes(), rev, blk.Data); err != nil {
@@ -119,8 +108,20 @@ func (s *RepoStore) Apply(ctx context.Context, b *repo.Batch) ([]int64, error) {
 				return fmt.Errorf("drop record block: %w", err)
 			}
 		}
-		if _, err := st(sqlSetHead).ExecContext(ctx, did, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String()); err != nil {
-			return fmt.Errorf("set head: %w", err)
+		if b.Prev == nil {
+			if _, err := st(sqlCreateHead).ExecContext(ctx, did, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String()); err != nil {
+				return fmt.Errorf("create head: %w", err)
+			}
+		} else {
+			// Compare-and-set: refuse the batch if the stored head is not
+			// the one it was built on (a second writer bypassed the lock).
+			res, err := st(sqlMoveHead).ExecContext(ctx, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), did, b.Prev.Commit.Bytes())
+			if err != nil {
+				return fmt.Errorf("set head: %w", err)
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				return fmt.Errorf("apply commit: head moved from %s", b.Prev.Commit)
+			}
 		}
 		var err error
 		seqs, err = s.db.appendEvents(ctx, tx, did, b.Events)
@@ -231,7 +232,9 @@ func (s *RepoStore) Export(ctx context.Context, did syntax.DID, since string, he
 	if err := head(h); err != nil {
 		return err
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT cid, data FROM repo_blocks WHERE did = ? AND rev > ?", did.String(), since)
+	rows, err := tx.QueryContext(ctx, `SELECT b.cid, b.data FROM records r
+		JOIN repo_blocks b ON b.did = r.did AND b.cid = r.cid
+		WHERE r.did = ? AND r.rev > ? GROUP BY b.cid`, did.String(), since)
 	if err != nil {
 		return fmt.Errorf("export blocks: %w", err)
 	}
@@ -246,6 +249,30 @@ func (s *RepoStore) Export(ctx context.Context, did syntax.DID, since string, he
 			return fmt.Errorf("decode block cid: %w", err)
 		}
 		if err := each(repo.Block{CID: c, Data: data}); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Keys implements repo.Store.
+func (s *RepoStore) Keys(ctx context.Context, did syntax.DID, fn func(key string, c cid.Cid) error) error {
+	rows, err := s.db.read.QueryContext(ctx, "SELECT collection, rkey, cid FROM records WHERE did = ?", did.String())
+	if err != nil {
+		return fmt.Errorf("read record keys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var coll, rkey string
+		var cb []byte
+		if err := rows.Scan(&coll, &rkey, &cb); err != nil {
+			return fmt.Errorf("scan record key: %w", err)
+		}
+		c, err := cid.Cast(cb)
+		if err != nil {
+			return fmt.Errorf("decode record cid: %w", err)
+		}
+		if err := fn(coll+"/"+rkey, c); err != nil {
 			return err
 		}
 	}

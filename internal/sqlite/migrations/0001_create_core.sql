@@ -42,6 +42,8 @@ CREATE INDEX records_cid ON records (did, cid);
 -- The durable event log behind com.atproto.sync.subscribeRepos. Events are
 -- written in the same transaction as the change they describe; payload is
 -- the DAG-CBOR body without its seq, which is added when the event is read.
+-- Pruning by age walks from the lowest seq, since seq order is time order,
+-- so created_at needs no index.
 CREATE TABLE firehose_events (
 	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
 	did        TEXT NOT NULL,
@@ -49,4 +51,3 @@ CREATE TABLE firehose_events (
 	payload    BLOB NOT NULL,
 	created_at TEXT NOT NULL
 );
-CREATE INDEX firehose_events_created_at ON firehose_events (created_at);
