@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -74,6 +75,56 @@ type Service struct {
 	store Store
 	repos Repos
 	now   func() time.Time
+
+	// recent remembers accounts read in the last moment, for the write
+	// pre-check and handle lookups on the hot path. Decisions that matter
+	// are re-checked in storage: a commit verifies the account is active
+	// inside its own transaction.
+	mu     sync.Mutex
+	recent map[syntax.DID]cached
+	handle map[string]cachedDID
+}
+
+type cached struct {
+	a  Account
+	at time.Time
+}
+
+type cachedDID struct {
+	did syntax.DID
+	at  time.Time
+}
+
+// cacheTTL bounds how stale a cached account may be.
+const cacheTTL = time.Second
+
+func (s *Service) cachedGet(ctx context.Context, did syntax.DID) (Account, error) {
+	s.mu.Lock()
+	c, ok := s.recent[did]
+	s.mu.Unlock()
+	if ok && time.Since(c.at) < cacheTTL {
+		return c.a, nil
+	}
+	a, err := s.Get(ctx, did)
+	if err != nil {
+		return a, err
+	}
+	s.mu.Lock()
+	s.recent[did] = cached{a: a, at: time.Now()}
+	s.mu.Unlock()
+	return a, nil
+}
+
+// forget drops cached state of did after a change made here.
+func (s *Service) forget(did syntax.DID) {
+	s.mu.Lock()
+	delete(s.recent, did)
+	for h, c := range s.handle {
+		if c.did == did {
+			delete(s.handle, h)
+		}
+	}
+	s.mu.Unlock()
 }
 
 // NewService returns an account service.
@@ -81,7 +132,7 @@ func NewService(store Store, repos Repos, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{store: store, repos: repos, now: now}
+	return &Service{store: store, repos: repos, now: now, recent: map[syntax.DID]cached{}, handle: map[string]cachedDID{}}
 }
 
 // Get returns an account, with RepoNotFound for an unknown DID.
@@ -102,11 +153,27 @@ func (s *Service) Resolve(ctx context.Context, id string) (Account, error) {
 	if err != nil {
 		return Account{}, pdserr.New(pdserr.InvalidRequest, "Invalid DID or handle: %s", id)
 	}
+	key := h.Normalize().String()
+	s.mu.Lock()
+	c, ok := s.handle[key]
+	s.mu.Unlock()
+	if ok && time.Since(c.at) < 10*cacheTTL {
+		a, err := s.Get(ctx, c.did)
+		if err == nil && a.Handle.Normalize().String() == key {
+			return a, nil
+		}
+	}
 	a, err := s.store.ByHandle(ctx, h.Normalize())
 	if errors.Is(err, ErrNotFound) {
 		return Account{}, pdserr.Wrap(err, pdserr.RepoNotFound, "Could not find repo for handle: "+id)
 	}
-	return a, err
+	if err != nil {
+		return a, err
+	}
+	s.mu.Lock()
+	s.handle[key] = cachedDID{did: a.DID, at: time.Now()}
+	s.mu.Unlock()
+	return a, nil
 }
 
 // ByHandle resolves a local handle.
@@ -124,9 +191,10 @@ func (s *Service) List(ctx context.Context, cursor string, limit int) ([]Account
 }
 
 // CanWrite refuses writes to accounts that are not active. It has the
-// signature of repo.WriteGuard.
+// signature of repo.WriteGuard. It may answer from a cache up to a second
+// old; the commit itself re-checks inside its transaction.
 func (s *Service) CanWrite(ctx context.Context, did syntax.DID) error {
-	a, err := s.Get(ctx, did)
+	a, err := s.cachedGet(ctx, did)
 	if err != nil {
 		return err
 	}
@@ -171,7 +239,9 @@ func (s *Service) Activate(ctx context.Context, did syntax.DID) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.store.SetStatus(ctx, did, a.Status, Active, []sequencer.Event{accEv, idEv, syncEv}); err != nil {
+	_, err = s.store.SetStatus(ctx, did, a.Status, Active, []sequencer.Event{accEv, idEv, syncEv})
+	s.forget(did)
+	if err != nil {
 		return fmt.Errorf("activate: %w", err)
 	}
 	return nil
@@ -191,7 +261,9 @@ func (s *Service) Deactivate(ctx context.Context, did syntax.DID) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.store.SetStatus(ctx, did, Active, Deactivated, []sequencer.Event{ev}); err != nil {
+	_, err = s.store.SetStatus(ctx, did, Active, Deactivated, []sequencer.Event{ev})
+	s.forget(did)
+	if err != nil {
 		return fmt.Errorf("deactivate: %w", err)
 	}
 	return nil

@@ -342,3 +342,31 @@ func BenchmarkService_ExportCAR(b *testing.B) {
 	}
 	b.SetBytes(n)
 }
+
+// Ensure a commit re-checks the account status inside its transaction, so
+// a deactivation made elsewhere (another process, a stale cache) can never
+// race a write through.
+func TestService_WriteChecksStatusInTransaction(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	stale := repo.NewService(repo.Config{
+		Store: e.db.Repos(), Schemas: openSchemas{}, Keys: fixedKey{e.key},
+		CanWrite: func(context.Context, syntax.DID) error { return nil }, // believes the account is active
+	})
+	w := []repo.Write{{Action: repo.Create, Collection: "app.bsky.feed.post", Record: post(1)}}
+	if _, err := stale.ApplyWrites(ctx, testDID, w, repo.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.Accounts().SetStatus(ctx, testDID, account.Active, account.Deactivated, nil); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := stale.Head(ctx, testDID)
+	_, err := stale.ApplyWrites(ctx, testDID, w, repo.Options{})
+	if !pdserr.Is(err, pdserr.AccountDeactivated) {
+		t.Fatalf("err = %v, want AccountDeactivated", err)
+	}
+	after, _ := stale.Head(ctx, testDID)
+	if !after.Commit.Equals(before.Commit) {
+		t.Fatal("write to a deactivated account moved the head")
+	}
+}

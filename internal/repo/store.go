@@ -22,6 +22,10 @@ import (
 // ErrNoRepo is returned by a Store when the account has no repository yet.
 var ErrNoRepo = errors.New("repository not found")
 
+// ErrInactive is returned by Store.Apply when the batch requires an active
+// account and the account is not active at commit time.
+var ErrInactive = errors.New("account is not active")
+
 // ErrBlockNotFound is returned by a Store for a block it does not hold.
 var ErrBlockNotFound = errors.New("block not found")
 
@@ -56,6 +60,10 @@ type Batch struct {
 	Prev *Head
 	Head Head
 	Rev  syntax.TID
+	// RequireActive makes the store refuse the batch with ErrInactive
+	// unless the account is active inside the same transaction, so a
+	// deactivation by another process can never race a write.
+	RequireActive bool
 	// Put are the new blocks: the commit and new records.
 	Put []Block
 	// Drop are blocks that are no longer reachable: the previous commit.

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -384,7 +385,7 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 	}
 	head := Head{Commit: commitBlock.CID, Data: *root, Rev: rev}
 
-	b := &Batch{DID: did, Prev: &prevHead, Head: head, Rev: rev}
+	b := &Batch{DID: did, Prev: &prevHead, Head: head, Rev: rev, RequireActive: s.canWrite != nil}
 	b.Put = append(b.Put, commitBlock)
 	diff := append([]Block{commitBlock}, rec.blocks...)
 	newRecords := map[cid.Cid]bool{}
@@ -489,6 +490,9 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 	b.Events = []sequencer.Event{ev}
 
 	seqs, err := s.store.Apply(ctx, b)
+	if errors.Is(err, ErrInactive) {
+		return nil, pdserr.Wrap(err, pdserr.AccountDeactivated, "Account is deactivated. Call activateAccount to enable writes.")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("apply commit: %w", err)
 	}

@@ -53,12 +53,12 @@ func (s *AccountStore) Create(ctx context.Context, a account.Account) error {
 
 // Get implements account.Store.
 func (s *AccountStore) Get(ctx context.Context, did syntax.DID) (account.Account, error) {
-	return scanAccount(s.db.read.QueryRowContext(ctx, "SELECT "+accountCols+" FROM accounts WHERE did = ?", did.String()))
+	return scanAccount(s.db.queryRow(ctx, "SELECT "+accountCols+" FROM accounts WHERE did = ?", did.String()))
 }
 
 // ByHandle implements account.Store.
 func (s *AccountStore) ByHandle(ctx context.Context, h syntax.Handle) (account.Account, error) {
-	return scanAccount(s.db.read.QueryRowContext(ctx, "SELECT "+accountCols+" FROM accounts WHERE handle = ?", h.String()))
+	return scanAccount(s.db.queryRow(ctx, "SELECT "+accountCols+" FROM accounts WHERE handle = ?", h.String()))
 }
 
 // List implements account.Store.

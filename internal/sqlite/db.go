@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
@@ -39,6 +40,11 @@ type DB struct {
 	// stmts holds the statements prepared on the write connection; it is
 	// filled once in Open and only read afterwards.
 	stmts map[string]*sql.Stmt
+
+	// readStmts caches statements prepared on the read pool, where
+	// compiling SQL would otherwise dominate the cost of a point query.
+	readMu    sync.Mutex
+	readStmts map[string]*sql.Stmt
 }
 
 // Options tune how the database is opened.
@@ -109,7 +115,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*DB, error) {
 	read.SetMaxIdleConns(8)
 	read.SetConnMaxIdleTime(0)
 
-	db := &DB{write: write, read: read, path: path, Now: time.Now, stmts: map[string]*sql.Stmt{}}
+	db := &DB{write: write, read: read, path: path, Now: time.Now, stmts: map[string]*sql.Stmt{}, readStmts: map[string]*sql.Stmt{}}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -134,7 +140,7 @@ func (db *DB) Path() string { return db.path }
 // busy for the whole of a transaction.
 var writeStatements = []string{
 	sqlPutBlock, sqlIndexRecord, sqlUnindexRecord, sqlDropBlock,
-	sqlMaybeDrop, sqlCreateHead, sqlMoveHead, sqlAppendEvent,
+	sqlMaybeDrop, sqlCreateHead, sqlMoveHead, sqlAccountStatus, sqlAppendEvent,
 }
 
 func (db *DB) prepare(ctx context.Context) error {
@@ -151,11 +157,56 @@ func (db *DB) prepare(ctx context.Context) error {
 // stmt returns a statement prepared by prepare.
 func (db *DB) stmt(q string) *sql.Stmt { return db.stmts[q] }
 
+// readStmt returns the read-pool statement for q, preparing it on first
+// use. database/sql re-prepares it on each pooled connection as needed.
+func (db *DB) readStmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	db.readMu.Lock()
+	defer db.readMu.Unlock()
+	if st, ok := db.readStmts[q]; ok {
+		return st, nil
+	}
+	st, err := db.read.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("prepare query: %w", err)
+	}
+	db.readStmts[q] = st
+	return st, nil
+}
+
+// queryRow runs a cached read statement that returns one row.
+func (db *DB) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	st, err := db.readStmt(ctx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// query runs a cached read statement.
+func (db *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := db.readStmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
 // Close closes both pools, keeping the first error.
 func (db *DB) Close() error {
 	for _, st := range db.stmts {
 		st.Close()
 	}
+	db.readMu.Lock()
+	for _, st := range db.readStmts {
+		st.Close()
+	}
+	db.readMu.Unlock()
 	err := db.read.Close()
 	if e := db.write.Close(); e != nil && err == nil {
 		err = e

@@ -21,11 +21,10 @@ var _ repo.Store = (*RepoStore)(nil)
 
 // Head implements repo.Store.
 func (s *RepoStore) Head(ctx context.Context, did syntax.DID) (repo.Head, error) {
-	return scanHead(s.db.read.QueryRowContext(ctx,
-		"SELECT commit_cid, data_cid, rev FROM repo_roots WHERE did = ?", did.String()))
+	return scanHead(s.db.queryRow(ctx, "SELECT commit_cid, data_cid, rev FROM repo_roots WHERE did = ?", did.String()))
 }
 
-func scanHead(row *sql.Row) (repo.Head, error) {
+func scanHead(row rowScanner) (repo.Head, error) {
 	var commitB, dataB []byte
 	var rev string
 	if err := row.Scan(&commitB, &dataB, &rev); err != nil {
@@ -48,7 +47,7 @@ func scanHead(row *sql.Row) (repo.Head, error) {
 // Block implements repo.Store.
 func (s *RepoStore) Block(ctx context.Context, did syntax.DID, c cid.Cid) ([]byte, error) {
 	var data []byte
-	err := s.db.read.QueryRowContext(ctx, "SELECT data FROM repo_blocks WHERE did = ? AND cid = ?",
+	err := s.db.queryRow(ctx, "SELECT data FROM repo_blocks WHERE did = ? AND cid = ?",
 		did.String(), c.Bytes()).Scan(&data)
 	if isNoRows(err) {
 		return nil, repo.ErrBlockNotFound
@@ -69,9 +68,10 @@ const (
 	sqlDropBlock     = "DELETE FROM repo_blocks WHERE did = ? AND cid = ?"
 	sqlMaybeDrop     = `DELETE FROM repo_blocks WHERE did = ? AND cid = ?
 		AND NOT EXISTS (SELECT 1 FROM records WHERE did = ? AND cid = ?)`
-	sqlCreateHead  = "INSERT INTO repo_roots (did, commit_cid, data_cid, rev) VALUES (?, ?, ?, ?)"
-	sqlMoveHead    = "UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ? WHERE did = ? AND commit_cid = ?"
-	sqlAppendEvent = "INSERT INTO firehose_events (did, type, payload, created_at) VALUES (?, ?, ?, ?)"
+	sqlCreateHead    = "INSERT INTO repo_roots (did, commit_cid, data_cid, rev) VALUES (?, ?, ?, ?)"
+	sqlMoveHead      = "UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ? WHERE did = ? AND commit_cid = ?"
+	sqlAccountStatus = "SELECT status FROM accounts WHERE did = ?"
+	sqlAppendEvent   = "INSERT INTO firehose_events (did, type, payload, created_at) VALUES (?, ?, ?, ?)"
 )
 
 // Apply implements repo.Store: the whole batch in one write transaction.
@@ -122,6 +122,15 @@ func (s *RepoStore) Apply(ctx context.Context, b *repo.Batch) ([]int64, error) {
 			if n, err := res.RowsAffected(); err != nil || n != 1 {
 				return fmt.Errorf("apply commit: head moved from %s", b.Prev.Commit)
 			}
+			if b.RequireActive {
+				var status string
+				if err := st(sqlAccountStatus).QueryRowContext(ctx, did).Scan(&status); err != nil {
+					return fmt.Errorf("read account status: %w", err)
+				}
+				if status != "active" {
+					return repo.ErrInactive
+				}
+			}
 		}
 		var err error
 		seqs, err = s.db.appendEvents(ctx, tx, did, b.Events)
@@ -140,7 +149,7 @@ func scanHeadTx(ctx context.Context, tx *sql.Tx, did string) (repo.Head, error) 
 // Record implements repo.Store.
 func (s *RepoStore) Record(ctx context.Context, did syntax.DID, collection syntax.NSID, rkey syntax.RecordKey) (repo.Record, error) {
 	var cb, data []byte
-	err := s.db.read.QueryRowContext(ctx, `SELECT r.cid, b.data FROM records r
+	err := s.db.queryRow(ctx, `SELECT r.cid, b.data FROM records r
 		JOIN repo_blocks b ON b.did = r.did AND b.cid = r.cid
 		WHERE r.did = ? AND r.collection = ? AND r.rkey = ?`,
 		did.String(), collection.String(), rkey.String()).Scan(&cb, &data)
@@ -178,7 +187,7 @@ func (s *RepoStore) ListRecords(ctx context.Context, did syntax.DID, q repo.List
 	}
 	query += " LIMIT ?"
 	args = append(args, q.Limit)
-	rows, err := s.db.read.QueryContext(ctx, query, args...)
+	rows, err := s.db.query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list records: %w", err)
 	}
@@ -201,7 +210,7 @@ func (s *RepoStore) ListRecords(ctx context.Context, did syntax.DID, q repo.List
 
 // Collections implements repo.Store.
 func (s *RepoStore) Collections(ctx context.Context, did syntax.DID) ([]syntax.NSID, error) {
-	rows, err := s.db.read.QueryContext(ctx, "SELECT DISTINCT collection FROM records WHERE did = ? ORDER BY collection", did.String())
+	rows, err := s.db.query(ctx, "SELECT DISTINCT collection FROM records WHERE did = ? ORDER BY collection", did.String())
 	if err != nil {
 		return nil, fmt.Errorf("list collections: %w", err)
 	}
@@ -281,7 +290,7 @@ func (s *RepoStore) Keys(ctx context.Context, did syntax.DID, fn func(key string
 
 // Stats implements repo.Store.
 func (s *RepoStore) Stats(ctx context.Context, did syntax.DID) (blocks, records int64, err error) {
-	err = s.db.read.QueryRowContext(ctx, `SELECT
+	err = s.db.queryRow(ctx, `SELECT
 		(SELECT COUNT(*) FROM repo_blocks WHERE did = ?),
 		(SELECT COUNT(*) FROM records WHERE did = ?)`, did.String(), did.String()).Scan(&blocks, &records)
 	if err != nil {
