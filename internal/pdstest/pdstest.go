@@ -30,6 +30,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"golang.org/x/crypto/bcrypt"
 
 	"stratus/internal/auth"
 	"stratus/internal/config"
@@ -118,10 +119,18 @@ var (
 	hashErr  error
 )
 
-// passwordHash hashes Password once per test binary: bcrypt is slow on
-// purpose, and every server may share the hash.
+// passwordHash hashes Password once per test binary, at bcrypt's minimum
+// cost: bcrypt is slow on purpose (seconds under the race detector at the
+// default cost), and the hash only has to be a valid one.
 func passwordHash() (string, error) {
-	hashOnce.Do(func() { hash, hashErr = auth.HashPassword(Password) })
+	hashOnce.Do(func() {
+		var h []byte
+		h, hashErr = bcrypt.GenerateFromPassword([]byte(Password), bcrypt.MinCost)
+		hash = string(h)
+		if hashErr == nil && !auth.CheckPassword(hash, Password) {
+			hashErr = fmt.Errorf("bcrypt hash does not verify")
+		}
+	})
 	return hash, hashErr
 }
 
@@ -226,7 +235,11 @@ func newConfig(dir string, o options) (*config.Config, atcrypto.PublicKey, error
 
 // start opens and starts the server. Callers hold no lock.
 func (s *Server) start() error {
-	srv, err := server.Open(context.Background(), s.cfg, s.log)
+	// The context bounds opening only (migrations, genesis commit), so a
+	// stuck database fails the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := server.Open(ctx, s.cfg, s.log)
 	if err != nil {
 		return fmt.Errorf("open server: %w", err)
 	}
@@ -337,7 +350,9 @@ func (s *Server) Raw(tb testing.TB, method, path string, header http.Header, bod
 }
 
 // Do calls the XRPC method nsid and returns the status and body. query may
-// be nil. body is sent as JSON: nil sends no body, []byte and
+// be nil. Do (like Raw and Call) is safe for concurrent use; note that the
+// Fatalf it calls on a transport error only ends the calling goroutine when
+// that is not the test's own. body is sent as JSON: nil sends no body, []byte and
 // json.RawMessage are sent verbatim, anything else is marshalled. A
 // non-empty token is sent as "Authorization: Bearer <token>".
 func (s *Server) Do(tb testing.TB, method, nsid string, query url.Values, body any, token string) (status int, respBody []byte) {

@@ -79,13 +79,15 @@ func (s *Service) ExportCAR(ctx context.Context, did syntax.DID, since string, w
 		if err != nil {
 			return err
 		}
-		// The read snapshot is open: later commits cannot change what the
-		// rest of the export sees, so writers may proceed.
-		unlock()
+		// Read the commit block before letting writers in: the next commit
+		// deletes it, and this read does not go through the snapshot.
 		commitData, err := s.store.Block(ctx, did, h.Commit)
 		if err != nil {
 			return fmt.Errorf("read commit block: %w", err)
 		}
+		// The read snapshot is open: later commits cannot change what the
+		// rest of the export sees, so writers may proceed.
+		unlock()
 		if err := cw.header(h.Commit); err != nil {
 			return err
 		}

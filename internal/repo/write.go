@@ -24,6 +24,10 @@ const MaxWrites = 200
 // MaxRecordBytes is the largest record accepted, in DAG-CBOR bytes.
 const MaxRecordBytes = 1 << 20
 
+// MaxDepth is the deepest nesting of maps and arrays a record may have, the
+// limit of the atproto data model.
+const MaxDepth = 32
+
 // MaxCommitBytes bounds the blocks one commit adds, so that its firehose
 // event stays under the size relays accept.
 const MaxCommitBytes = 2_000_000
@@ -314,6 +318,9 @@ func (s *Service) prepare(w Write, validate *bool) (*prepared, error) {
 	default:
 		return nil, pdserr.New(pdserr.InvalidRecord, "Invalid $type: must be a string")
 	}
+	if depth(p.Record) > MaxDepth {
+		return nil, pdserr.New(pdserr.InvalidRecord, "Record is nested too deeply (max %d levels)", MaxDepth)
+	}
 	p.blobs = atdata.ExtractBlobs(p.Record)
 	for _, b := range p.blobs {
 		if b.Size < 0 {
@@ -524,4 +531,26 @@ func fixRootHeight(t *mst.Tree) {
 			return
 		}
 	}
+}
+
+// depth returns how many maps and arrays are nested in v, v included.
+func depth(v any) int {
+	max := 0
+	switch t := v.(type) {
+	case map[string]any:
+		for _, x := range t {
+			if d := depth(x); d > max {
+				max = d
+			}
+		}
+	case []any:
+		for _, x := range t {
+			if d := depth(x); d > max {
+				max = d
+			}
+		}
+	default:
+		return 0
+	}
+	return max + 1
 }

@@ -11,7 +11,9 @@ import (
 
 // statusOf maps XRPC error names to HTTP statuses: the one table where a
 // domain failure becomes a status code. Names not listed are 400, as the
-// reference PDS answers any named InvalidRequestError.
+// reference PDS answers any named InvalidRequestError. RepoNotFound is 404,
+// which clients and the Bluesky app treat as "no such repository" on every
+// endpoint, including blob and sync reads.
 var statusOf = map[string]int{
 	pdserr.InvalidRequest:       http.StatusBadRequest,
 	pdserr.AuthMissing:          http.StatusUnauthorized,

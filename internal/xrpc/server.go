@@ -147,6 +147,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	nsid := r.PathValue("nsid")
 	rt, ok := s.routes[nsid]
+	if nsid == "_health" {
+		// Served by its own GET route; any other verb lands here.
+		w.Header().Set("Allow", http.MethodGet)
+		writeError(w, r, s.log, pdserr.New(pdserr.MethodNotAllowed, "Incorrect HTTP method (%s) for _health, expected GET", r.Method))
+		return
+	}
 	if !ok {
 		if _, err := syntax.ParseNSID(nsid); err != nil {
 			writeError(w, r, s.log, pdserr.New(pdserr.InvalidRequest, "invalid xrpc path"))
