@@ -296,3 +296,10 @@ func isUniqueViolation(err error) bool {
 var errNoRows = sql.ErrNoRows
 
 func isNoRows(err error) bool { return errors.Is(err, errNoRows) }
+
+// MigrationCount returns how many migrations have been applied.
+func (db *DB) MigrationCount(ctx context.Context) (int, error) {
+	var n int
+	err := db.read.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n)
+	return n, err
+}
