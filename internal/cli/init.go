@@ -314,9 +314,14 @@ func printInit(e IO, o initOptions, res initResult) error {
 			fmt.Fprintf(tw, "  Rotation key\t%s  (%s)\n", res.RotationKey, res.RotationKeyPub)
 		}
 		tw.Flush()
-		fmt.Fprintln(w, "\nWARNING: the signing key signs your repository and the rotation key controls")
-		fmt.Fprintln(w, "your did:plc identity. Anyone holding them can act as you; losing them can lose")
-		fmt.Fprintln(w, "the account. They are also stored in secrets.json (mode 0600): back that file up.")
+		if res.RotationKey != "" {
+			fmt.Fprintln(w, "\nWARNING: the signing key signs your repository and the rotation key controls")
+			fmt.Fprintln(w, "your did:plc identity. Anyone holding them can act as you; losing the rotation")
+			fmt.Fprintln(w, "key can lose the identity. Both are also in secrets.json (mode 0600): back it up.")
+		} else {
+			fmt.Fprintln(w, "\nWARNING: the signing key signs your repository; anyone holding it can act as")
+			fmt.Fprintln(w, "you. It is also in secrets.json (mode 0600): back that file up.")
+		}
 	}
 	fmt.Fprintf(w, "\nNext: pds serve --data-dir %s\n", res.DataDir)
 	return nil
