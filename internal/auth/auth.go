@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
@@ -25,8 +26,8 @@ const (
 	Admin Kind = iota + 1
 	// Access is a full session of an account.
 	Access
-	// AppPassword is a session created with an app password.
-	AppPassword
+	// AppPass is a session created with an app password.
+	AppPass
 )
 
 // String names the kind for logs.
@@ -36,7 +37,7 @@ func (k Kind) String() string {
 		return "admin"
 	case Access:
 		return "access"
-	case AppPassword:
+	case AppPass:
 		return "app-password"
 	}
 	return "unknown"
@@ -47,6 +48,16 @@ type Principal struct {
 	Kind Kind
 	// DID is the account the principal belongs to; empty for Admin.
 	DID syntax.DID
+	// Privileged marks an app-password session whose app password was
+	// created privileged (it may reach chat.bsky.*).
+	Privileged bool
+}
+
+// Owner reports whether the principal may do what only the account owner
+// may (create app passwords, change credentials, deactivate, ...): the
+// operator and full sessions may, app-password sessions may not.
+func (p *Principal) Owner() bool {
+	return p != nil && (p.Kind == Admin || p.Kind == Access)
 }
 
 // ActsFor reports whether the principal may act on did's account.
@@ -59,34 +70,57 @@ func (p *Principal) ActsFor(did syntax.DID) bool {
 
 // Verifier authenticates requests.
 type Verifier struct {
-	adminToken []byte
+	adminToken atomic.Pointer[[]byte]
+	sessions   *Sessions
 }
 
 // NewVerifier returns a verifier that accepts adminToken as the operator's
 // credential, as "Bearer <token>" or as Basic "admin:<token>" (the form the
-// reference PDS's admin tools send).
-func NewVerifier(adminToken string) *Verifier {
-	return &Verifier{adminToken: []byte(adminToken)}
+// reference PDS's admin tools send), and session access tokens checked by
+// sessions (which may be nil to accept only the admin token).
+func NewVerifier(adminToken string, sessions *Sessions) *Verifier {
+	v := &Verifier{sessions: sessions}
+	v.SetAdminToken(adminToken)
+	return v
 }
 
-// Authenticate returns the principal of r. A request without credentials
-// gets AuthMissing; wrong credentials get InvalidToken.
-func (v *Verifier) Authenticate(r *http.Request) (*Principal, error) {
+// SetAdminToken replaces the operator's token; the old one stops working.
+func (v *Verifier) SetAdminToken(tok string) {
+	b := []byte(tok)
+	v.adminToken.Store(&b)
+}
+
+// bearer returns the credential of an Authorization header.
+func bearer(r *http.Request) (scheme, cred string, err error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return nil, pdserr.New(pdserr.AuthMissing, "Authorization header required")
+		return "", "", pdserr.New(pdserr.AuthMissing, "Authorization header required")
 	}
 	scheme, cred, ok := strings.Cut(h, " ")
 	if !ok {
-		return nil, pdserr.New(pdserr.AuthMissing, "Invalid authorization header")
+		return "", "", pdserr.New(pdserr.AuthMissing, "Invalid authorization header")
 	}
-	switch strings.ToLower(scheme) {
+	return strings.ToLower(scheme), strings.TrimSpace(cred), nil
+}
+
+// Authenticate returns the principal of r: the operator or an access
+// token's session. A request without credentials gets AuthMissing; wrong
+// credentials get InvalidToken; an expired access token gets ExpiredToken.
+func (v *Verifier) Authenticate(r *http.Request) (*Principal, error) {
+	scheme, cred, err := bearer(r)
+	if err != nil {
+		return nil, err
+	}
+	switch scheme {
 	case "bearer":
-		if v.isAdmin([]byte(strings.TrimSpace(cred))) {
+		if v.isAdmin([]byte(cred)) {
 			return &Principal{Kind: Admin}, nil
 		}
+		if v.sessions != nil && strings.Count(cred, ".") == 2 {
+			return v.sessions.Verify(cred)
+		}
 	case "basic":
-		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred))
+		raw, err := base64.StdEncoding.DecodeString(cred)
 		if err != nil {
 			return nil, pdserr.New(pdserr.InvalidToken, "Invalid basic authorization")
 		}
@@ -100,8 +134,22 @@ func (v *Verifier) Authenticate(r *http.Request) (*Principal, error) {
 	return nil, pdserr.New(pdserr.InvalidToken, "Invalid authentication token")
 }
 
+// RefreshToken returns the bearer token of r, for the methods that take a
+// refresh token (refreshSession, deleteSession).
+func (v *Verifier) RefreshToken(r *http.Request) (string, error) {
+	scheme, cred, err := bearer(r)
+	if err != nil {
+		return "", err
+	}
+	if scheme != "bearer" || cred == "" {
+		return "", pdserr.New(pdserr.InvalidToken, "Expected a bearer refresh token")
+	}
+	return cred, nil
+}
+
 // isAdmin compares in constant time so that response timing reveals
 // nothing about the token.
 func (v *Verifier) isAdmin(tok []byte) bool {
-	return len(v.adminToken) > 0 && subtle.ConstantTimeCompare(tok, v.adminToken) == 1
+	admin := *v.adminToken.Load()
+	return len(admin) > 0 && subtle.ConstantTimeCompare(tok, admin) == 1
 }

@@ -12,7 +12,7 @@ import (
 
 func TestVerifier_Authenticate(t *testing.T) {
 	const token = "s3cret-admin-token-0123456789"
-	v := auth.NewVerifier(token)
+	v := auth.NewVerifier(token, nil)
 	basic := func(user, pass string) string {
 		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	}
@@ -55,7 +55,7 @@ func TestVerifier_Authenticate(t *testing.T) {
 }
 
 func TestVerifier_EmptyTokenNeverMatches(t *testing.T) {
-	v := auth.NewVerifier("")
+	v := auth.NewVerifier("", nil)
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header.Set("Authorization", "Bearer ")
 	if p, err := v.Authenticate(r); err == nil {

@@ -258,6 +258,18 @@ func (c *Config) Save() error {
 	return writeJSON(filepath.Join(c.DataDir, SecretsFile), c.Secrets, 0o600)
 }
 
+// UpdateSecrets changes secrets.json in dataDir through fn, leaving every
+// other value in the file as it is (values given by flags or environment
+// variables are not written back).
+func UpdateSecrets(dataDir string, fn func(*Secrets)) error {
+	c, err := Load(dataDir)
+	if err != nil {
+		return err
+	}
+	fn(&c.Secrets)
+	return writeJSON(filepath.Join(dataDir, SecretsFile), c.Secrets, 0o600)
+}
+
 func writeJSON(path string, v any, mode os.FileMode) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

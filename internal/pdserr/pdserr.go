@@ -38,6 +38,8 @@ const (
 	UnsupportedMediaType = "UnsupportedMediaType"
 	ServiceUnavailable   = "ServiceUnavailable"
 	InvalidCursor        = "InvalidCursor"
+	DuplicateName        = "DuplicateName"
+	AccountTakedown      = "AccountTakedown"
 )
 
 // Error is a failure with an XRPC error name and a message that is safe to

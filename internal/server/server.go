@@ -34,7 +34,10 @@ var Version = "0.1.0-dev"
 
 // Server is an assembled PDS.
 type Server struct {
+	cfgMu    sync.RWMutex // guards the secrets in cfg, which may rotate
 	cfg      *config.Config
+	sessions *auth.Sessions
+	verifier *auth.Verifier
 	log      *slog.Logger
 	db       *sqlite.DB
 	repos    *repo.Service
@@ -104,11 +107,20 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, e
 		db.Close()
 		return nil, err
 	}
+	tokens := auth.NewTokens(cfg.JWTSecret, cfg.ServiceDID().String(), nil)
+	s.sessions, err = auth.NewSessions(ctx, tokens, db.Sessions(), accounts, s, nil)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.verifier = auth.NewVerifier(cfg.AdminToken, s.sessions)
 
 	s.handler = xrpc.New(xrpc.Deps{
 		Repos:       s.repos,
 		Accounts:    accounts,
-		Auth:        auth.NewVerifier(cfg.AdminToken),
+		Auth:        s.verifier,
+		Sessions:    s.sessions,
+		Operator:    operator{s},
 		PublicURL:   cfg.PublicURL,
 		Hostname:    cfg.Hostname,
 		SigningKey:  k.public,

@@ -41,6 +41,7 @@ var statusOf = map[string]int{
 	pdserr.UnsupportedMediaType: http.StatusUnsupportedMediaType,
 	pdserr.ServiceUnavailable:   http.StatusServiceUnavailable,
 	pdserr.InvalidCursor:        http.StatusBadRequest,
+	pdserr.AccountTakedown:      http.StatusUnauthorized,
 }
 
 // StatusOf returns the HTTP status for an XRPC error name.

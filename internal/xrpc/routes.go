@@ -10,9 +10,21 @@ func (s *Server) xrpcRoutes() map[string]route {
 	return map[string]route{
 		// com.atproto.server
 		"com.atproto.server.describeServer":     {method: get, handle: s.handleServerDescribeServer},
-		"com.atproto.server.activateAccount":    {method: post, auth: authRequired, handle: s.handleServerActivateAccount},
-		"com.atproto.server.deactivateAccount":  {method: post, auth: authRequired, handle: s.handleServerDeactivateAccount},
+		"com.atproto.server.activateAccount":    {method: post, auth: authOwner, handle: s.handleServerActivateAccount},
+		"com.atproto.server.deactivateAccount":  {method: post, auth: authOwner, handle: s.handleServerDeactivateAccount},
 		"com.atproto.server.checkAccountStatus": {method: get, auth: authRequired, handle: s.handleServerCheckAccountStatus},
+		"com.atproto.server.createSession":      {method: post, handle: s.handleServerCreateSession},
+		"com.atproto.server.refreshSession":     {method: post, auth: authRefresh, handle: s.handleServerRefreshSession},
+		"com.atproto.server.getSession":         {method: get, auth: authRequired, handle: s.handleServerGetSession},
+		"com.atproto.server.deleteSession":      {method: post, auth: authRefresh, handle: s.handleServerDeleteSession},
+		"com.atproto.server.createAppPassword":  {method: post, auth: authOwner, handle: s.handleServerCreateAppPassword},
+		"com.atproto.server.listAppPasswords":   {method: get, auth: authRequired, handle: s.handleServerListAppPasswords},
+		"com.atproto.server.revokeAppPassword":  {method: post, auth: authOwner, handle: s.handleServerRevokeAppPassword},
+
+		// The operator's own methods (admin token only).
+		"app.stratus.admin.rotateJwtSecret":  {method: post, auth: authAdmin, handle: s.handleAdminRotateJWTSecret},
+		"app.stratus.admin.setPassword":      {method: post, auth: authAdmin, handle: s.handleAdminSetPassword},
+		"app.stratus.admin.rotateAdminToken": {method: post, auth: authAdmin, handle: s.handleAdminRotateAdminToken},
 
 		// com.atproto.identity
 		"com.atproto.identity.resolveHandle": {method: get, handle: s.handleIdentityResolveHandle},

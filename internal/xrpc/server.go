@@ -39,6 +39,9 @@ type Deps struct {
 	Repos    *repo.Service
 	Accounts *account.Service
 	Auth     *auth.Verifier
+	Sessions *auth.Sessions
+	// Operator performs the operator's secret rotations.
+	Operator Operator
 	// PublicURL is the server's one public origin.
 	PublicURL string
 	// Hostname gives the server's own DID, did:web:<hostname>.
@@ -61,6 +64,14 @@ type Deps struct {
 	Ping func(ctx context.Context) error
 }
 
+// Operator performs the operator's secret rotations; internal/server
+// implements it because it owns the configuration files.
+type Operator interface {
+	RotateJWTSecret(ctx context.Context) (sessionsEnded int, err error)
+	SetPassword(ctx context.Context, password string) (generated string, err error)
+	RotateAdminToken(ctx context.Context) (string, error)
+}
+
 // Links are the operator links describeServer reports.
 type Links struct {
 	PrivacyPolicy  string
@@ -74,6 +85,11 @@ type authLevel int
 const (
 	authNone     authLevel = iota
 	authRequired           // any authenticated principal
+	// authOwner excludes app-password sessions: the methods only the
+	// account owner may call. This is the one place that rule is enforced.
+	authOwner
+	authAdmin   // the operator's admin token only
+	authRefresh // a refresh token, checked by the handler
 )
 
 // handlerFunc serves one XRPC method. p is nil for unauthenticated methods.
@@ -171,10 +187,19 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var p *auth.Principal
-	if rt.auth == authRequired {
+	switch rt.auth {
+	case authRequired, authOwner, authAdmin:
 		var err error
 		if p, err = s.deps.Auth.Authenticate(r); err != nil {
 			writeError(w, r, s.log, err)
+			return
+		}
+		if rt.auth == authOwner && !p.Owner() {
+			writeError(w, r, s.log, pdserr.New(pdserr.InvalidToken, "Bad token scope: app passwords cannot call %s", nsid))
+			return
+		}
+		if rt.auth == authAdmin && p.Kind != auth.Admin {
+			writeError(w, r, s.log, pdserr.New(pdserr.Forbidden, "%s needs the admin token", nsid))
 			return
 		}
 	}
