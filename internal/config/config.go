@@ -270,6 +270,17 @@ func UpdateSecrets(dataDir string, fn func(*Secrets)) error {
 	return writeJSON(filepath.Join(dataDir, SecretsFile), c.Secrets, 0o600)
 }
 
+// UpdateSettings changes settings.json in dataDir through fn, like
+// UpdateSecrets.
+func UpdateSettings(dataDir string, fn func(*Settings)) error {
+	c, err := Load(dataDir)
+	if err != nil {
+		return err
+	}
+	fn(&c.Settings)
+	return writeJSON(filepath.Join(dataDir, SettingsFile), c.Settings, 0o644)
+}
+
 func writeJSON(path string, v any, mode os.FileMode) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

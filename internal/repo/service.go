@@ -248,3 +248,41 @@ func (s *Service) Forget(did syntax.DID) {
 	st.tree = nil
 	st.mu.Unlock()
 }
+
+// Resign writes a new commit of the unchanged tree, signed with the
+// account's current key, together with the events extra returns (given the
+// new head and a CAR of the new commit). It is how a signing-key rotation
+// becomes verifiable: relays check the latest commit against the key in
+// the DID document.
+func (s *Service) Resign(ctx context.Context, did syntax.DID, extra func(Head, []byte) ([]sequencer.Event, error)) (Head, error) {
+	st := s.state(did)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := s.load(ctx, did, st); err != nil {
+		return Head{}, err
+	}
+	prev := st.head
+	rev := st.clock.Next()
+	if rev <= prev.Rev {
+		rev = syntax.NewTIDFromInteger(prev.Rev.Integer() + 1)
+	}
+	_, commitBlock, err := s.sign(ctx, did, prev.Data, rev)
+	if err != nil {
+		return Head{}, err
+	}
+	head := Head{Commit: commitBlock.CID, Data: prev.Data, Rev: rev}
+	car, err := writeCAR(head.Commit, []Block{commitBlock})
+	if err != nil {
+		return Head{}, err
+	}
+	evs, err := extra(head, car)
+	if err != nil {
+		return Head{}, err
+	}
+	b := &Batch{DID: did, Prev: &prev, Head: head, Rev: rev, Put: []Block{commitBlock}, Drop: []cid.Cid{prev.Commit}, Events: evs}
+	if _, err := s.store.Apply(ctx, b); err != nil {
+		return Head{}, fmt.Errorf("apply re-signed commit: %w", err)
+	}
+	st.head = head
+	return head, nil
+}

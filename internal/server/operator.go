@@ -3,12 +3,18 @@ package server
 import (
 	"context"
 	"fmt"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"stratus/internal/auth"
 	"stratus/internal/config"
 	"stratus/internal/pdserr"
+	"stratus/internal/repo"
+	"stratus/internal/sequencer"
+	"stratus/internal/xrpc"
 )
 
 // PasswordHash implements auth.Passwords for the configured account.
@@ -74,4 +80,63 @@ func (o operator) RotateAdminToken(_ context.Context) (string, error) {
 	}
 	o.s.verifier.SetAdminToken(tok)
 	return tok, nil
+}
+
+// KeyRotation reports a signing-key rotation.
+type KeyRotation = xrpc.KeyRotation
+
+// RotateSigningKey replaces the account's signing key: the new key is
+// saved, the repository is re-signed with it, and #identity and #sync
+// events announce the change. A did:web document served here updates at
+// once; a did:plc document must be updated at the PLC directory, and the
+// answer says how.
+func (o operator) RotateSigningKey(ctx context.Context) (*KeyRotation, error) {
+	s := o.s
+	k, err := atcrypto.GeneratePrivateKeyK256()
+	if err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	pub, err := k.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	did := syntax.DID(s.cfg.DID)
+	a, err := s.accounts.Get(ctx, did)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.updateSecrets(func(sec *config.Secrets) { sec.SigningKey = config.EncodeKey(k) }); err != nil {
+		return nil, err
+	}
+	if err := config.UpdateSettings(s.cfg.DataDir, func(st *config.Settings) { st.SigningKeyPublic = pub.DIDKey() }); err != nil {
+		return nil, fmt.Errorf("save settings: %w", err)
+	}
+	s.cfgMu.Lock()
+	s.cfg.SigningKeyPublic = pub.DIDKey()
+	s.cfgMu.Unlock()
+	s.keys.key.Store(k)
+	now := time.Now()
+	if _, err := s.repos.Resign(ctx, did, func(h repo.Head, car []byte) ([]sequencer.Event, error) {
+		id, err := sequencer.Identity(did, a.Handle.String(), now)
+		if err != nil {
+			return nil, err
+		}
+		sync, err := sequencer.Sync(did, h.Rev, car, now)
+		if err != nil {
+			return nil, err
+		}
+		return []sequencer.Event{id, sync}, nil
+	}); err != nil {
+		return nil, fmt.Errorf("re-sign repository: %w", err)
+	}
+	out := &KeyRotation{DID: did.String(), SigningKeyPublic: pub.DIDKey(), Method: did.Method()}
+	if did.Method() == "plc" {
+		out.FollowUp = []string{
+			"The PLC directory still lists the old key, so relays will not verify new commits until it is updated.",
+			"Sign a PLC operation with your rotation key that keeps every other field and sets",
+			"  verificationMethods.atproto = " + pub.DIDKey(),
+			"and submit it to " + s.cfg.PLCURL + "/" + did.String() + " (for example with goat: goat plc update).",
+		}
+	}
+	return out, nil
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -38,6 +39,7 @@ type Server struct {
 	cfg      *config.Config
 	sessions *auth.Sessions
 	verifier *auth.Verifier
+	keys     *keys
 	log      *slog.Logger
 	db       *sqlite.DB
 	repos    *repo.Service
@@ -46,24 +48,25 @@ type Server struct {
 	http     *xrpc.HTTPServer
 }
 
-// keys serves the configured signing key for the primary account.
+// keys serves the configured signing key for the primary account. The key
+// can be replaced at run time by the operator's key rotation.
 type keys struct {
 	did syntax.DID
-	key *atcrypto.PrivateKeyK256
+	key atomic.Pointer[atcrypto.PrivateKeyK256]
 }
 
-func (k keys) SigningKey(_ context.Context, did syntax.DID) (atcrypto.PrivateKey, error) {
+func (k *keys) SigningKey(_ context.Context, did syntax.DID) (atcrypto.PrivateKey, error) {
 	if did != k.did {
 		return nil, fmt.Errorf("no signing key for %s", did)
 	}
-	return k.key, nil
+	return k.key.Load(), nil
 }
 
-func (k keys) public(_ context.Context, did syntax.DID) (atcrypto.PublicKey, error) {
+func (k *keys) public(_ context.Context, did syntax.DID) (atcrypto.PublicKey, error) {
 	if did != k.did {
 		return nil, pdserr.New(pdserr.RepoNotFound, "Could not find repo for DID: %s", did)
 	}
-	return k.key.PublicKey()
+	return k.key.Load().PublicKey()
 }
 
 // Open validates cfg, opens the data directory and makes sure the
@@ -89,8 +92,9 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, e
 	if err != nil {
 		return nil, err
 	}
-	k := keys{did: did, key: signing}
-	s := &Server{cfg: cfg, log: log, db: db}
+	k := &keys{did: did}
+	k.key.Store(signing)
+	s := &Server{cfg: cfg, log: log, db: db, keys: k}
 	var accounts *account.Service
 	s.repos = repo.NewService(repo.Config{
 		Store:   db.Repos(),

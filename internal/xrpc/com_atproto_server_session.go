@@ -221,3 +221,12 @@ func (s *Server) handleAdminRotateAdminToken(w http.ResponseWriter, r *http.Requ
 		AdminToken string `json:"adminToken"`
 	}{tok})
 }
+
+// handleAdminRotateSigningKey serves app.stratus.admin.rotateSigningKey.
+func (s *Server) handleAdminRotateSigningKey(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
+	out, err := s.deps.Operator.RotateSigningKey(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, out)
+}

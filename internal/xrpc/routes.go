@@ -25,6 +25,7 @@ func (s *Server) xrpcRoutes() map[string]route {
 		"app.stratus.admin.rotateJwtSecret":  {method: post, auth: authAdmin, handle: s.handleAdminRotateJWTSecret},
 		"app.stratus.admin.setPassword":      {method: post, auth: authAdmin, handle: s.handleAdminSetPassword},
 		"app.stratus.admin.rotateAdminToken": {method: post, auth: authAdmin, handle: s.handleAdminRotateAdminToken},
+		"app.stratus.admin.rotateSigningKey": {method: post, auth: authAdmin, handle: s.handleAdminRotateSigningKey},
 
 		// com.atproto.identity
 		"com.atproto.identity.resolveHandle": {method: get, handle: s.handleIdentityResolveHandle},

@@ -70,6 +70,15 @@ type Operator interface {
 	RotateJWTSecret(ctx context.Context) (sessionsEnded int, err error)
 	SetPassword(ctx context.Context, password string) (generated string, err error)
 	RotateAdminToken(ctx context.Context) (string, error)
+	RotateSigningKey(ctx context.Context) (*KeyRotation, error)
+}
+
+// KeyRotation is the answer of a signing-key rotation.
+type KeyRotation struct {
+	DID              string   `json:"did"`
+	SigningKeyPublic string   `json:"signingKeyPublic"`
+	Method           string   `json:"didMethod"`
+	FollowUp         []string `json:"followUp,omitempty"`
 }
 
 // Links are the operator links describeServer reports.
