@@ -40,12 +40,15 @@ type Server struct {
 	sessions *auth.Sessions
 	verifier *auth.Verifier
 	keys     *keys
-	log      *slog.Logger
-	db       *sqlite.DB
-	repos    *repo.Service
-	accounts *account.Service
-	handler  *xrpc.Server
-	http     *xrpc.HTTPServer
+
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup
+	log            *slog.Logger
+	db             *sqlite.DB
+	repos          *repo.Service
+	accounts       *account.Service
+	handler        *xrpc.Server
+	http           *xrpc.HTTPServer
 }
 
 // keys serves the configured signing key for the primary account. The key
@@ -180,7 +183,30 @@ func (s *Server) Start() error {
 			s.log.Error("http server stopped", "err", err)
 		}
 	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopBackground = cancel
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		s.housekeeping(ctx)
+	}()
 	return nil
+}
+
+// housekeeping prunes expired session records every hour until ctx ends.
+func (s *Server) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if err := s.sessions.Prune(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("prune sessions", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Port returns the port the server listens on.
@@ -199,6 +225,10 @@ func (s *Server) Accounts() *account.Service { return s.accounts }
 // and closes storage.
 func (s *Server) Close() error {
 	var err error
+	if s.stopBackground != nil {
+		s.stopBackground()
+		s.background.Wait()
+	}
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
