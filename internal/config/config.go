@@ -18,6 +18,8 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"stratus/internal/ratelimit"
 )
 
 // File names inside the data directory.
@@ -62,6 +64,10 @@ type Settings struct {
 	PrivacyPolicyURL  string   `json:"privacy-policy-url,omitempty"`
 	TermsOfServiceURL string   `json:"terms-of-service-url,omitempty"`
 	LogLevel          string   `json:"log-level,omitempty"`
+	// TrustedProxies are the reverse proxies (IPs or CIDRs) whose
+	// X-Forwarded-For header names the client; from anyone else it is
+	// ignored.
+	TrustedProxies []string `json:"trusted-proxies,omitempty"`
 	// SyncCommits fsyncs every commit before acknowledging it (the
 	// default). Turned off, commits still survive a crash of the process
 	// but the newest can be lost to a power failure.
@@ -77,6 +83,9 @@ type Secrets struct {
 	JWTSecret    string `json:"jwt-secret"`
 	PasswordHash string `json:"password-hash"`
 	AdminToken   string `json:"admin-token"`
+	// RateLimitBypass, when set, exempts requests that send it in the
+	// x-ratelimit-bypass header from rate limits (trusted load tests).
+	RateLimitBypass string `json:"ratelimit-bypass-key,omitempty"`
 }
 
 // Config is the complete configuration of a data directory.
@@ -192,6 +201,18 @@ func Fields() []Field {
 				c.SyncCommits = b
 				return nil
 			}},
+		{Name: "trusted-proxies", Usage: "comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For is believed",
+			get: func(c *Config) string { return strings.Join(c.TrustedProxies, ",") },
+			set: func(c *Config, v string) error {
+				c.TrustedProxies = nil
+				for _, p := range strings.Split(v, ",") {
+					if p = strings.TrimSpace(p); p != "" {
+						c.TrustedProxies = append(c.TrustedProxies, p)
+					}
+				}
+				return nil
+			}},
+		field("ratelimit-bypass-key", "secret that exempts requests sending it as x-ratelimit-bypass from rate limits", true, func(c *Config) *string { return &c.RateLimitBypass }),
 		field("signing-key", "hex secp256k1 repository signing key", true, func(c *Config) *string { return &c.SigningKey }),
 		field("rotation-key", "hex secp256k1 PLC rotation key", true, func(c *Config) *string { return &c.RotationKey }),
 		field("jwt-secret", "secret that signs session tokens", true, func(c *Config) *string { return &c.JWTSecret }),
@@ -425,6 +446,12 @@ func (c *Config) Validate() error {
 		add("password-hash", "required")
 	} else if !strings.HasPrefix(c.PasswordHash, "$2") {
 		add("password-hash", "must be a bcrypt hash")
+	}
+	if _, err := ratelimit.ParsePrefixes(c.TrustedProxies); err != nil {
+		add("trusted-proxies", "%v", err)
+	}
+	if c.RateLimitBypass != "" && len(c.RateLimitBypass) < 16 {
+		add("ratelimit-bypass-key", "must be at least 16 characters")
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":

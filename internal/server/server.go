@@ -23,6 +23,7 @@ import (
 	"stratus/internal/auth"
 	"stratus/internal/config"
 	"stratus/internal/pdserr"
+	"stratus/internal/ratelimit"
 	"stratus/internal/repo"
 	"stratus/internal/schema"
 	"stratus/internal/sqlite"
@@ -122,18 +123,25 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, e
 	}
 	s.verifier = auth.NewVerifier(cfg.AdminToken, s.sessions)
 
+	proxies, err := ratelimit.ParsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("trusted proxies: %w", err)
+	}
 	s.handler = xrpc.New(xrpc.Deps{
-		Repos:       s.repos,
-		Accounts:    accounts,
-		Auth:        s.verifier,
-		Sessions:    s.sessions,
-		Operator:    operator{s},
-		PublicURL:   cfg.PublicURL,
-		Hostname:    cfg.Hostname,
-		SigningKey:  k.public,
-		HandleCheck: newHandleChecker().check,
-		PrimaryDID:  did,
-		Version:     Version,
+		TrustedProxies:  proxies,
+		RateLimitBypass: cfg.RateLimitBypass,
+		Repos:           s.repos,
+		Accounts:        accounts,
+		Auth:            s.verifier,
+		Sessions:        s.sessions,
+		Operator:        operator{s},
+		PublicURL:       cfg.PublicURL,
+		Hostname:        cfg.Hostname,
+		SigningKey:      k.public,
+		HandleCheck:     newHandleChecker().check,
+		PrimaryDID:      did,
+		Version:         Version,
 		Links: xrpc.Links{
 			PrivacyPolicy:  cfg.PrivacyPolicyURL,
 			TermsOfService: cfg.TermsOfServiceURL,

@@ -46,6 +46,9 @@ func (s *Server) handleServerCreateSession(w http.ResponseWriter, r *http.Reques
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
+	if err := s.limitLogin(w, r, in.Identifier); err != nil {
+		return err
+	}
 	sess, err := s.deps.Sessions.Login(r.Context(), in.Identifier, in.Password)
 	if err != nil {
 		return err

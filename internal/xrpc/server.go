@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"stratus/internal/account"
 	"stratus/internal/auth"
 	"stratus/internal/pdserr"
+	"stratus/internal/ratelimit"
 	"stratus/internal/repo"
 )
 
@@ -62,6 +64,12 @@ type Deps struct {
 	Logger      *slog.Logger
 	// Ping checks storage for the health endpoint.
 	Ping func(ctx context.Context) error
+	// TrustedProxies are the peers whose X-Forwarded-For names the client.
+	TrustedProxies []netip.Prefix
+	// RateLimitBypass exempts requests that send it as x-ratelimit-bypass.
+	RateLimitBypass string
+	// Now is the clock of the rate limiters; nil means time.Now.
+	Now func() time.Time
 }
 
 // Operator performs the operator's secret rotations; internal/server
@@ -118,6 +126,9 @@ type Server struct {
 	log    *slog.Logger
 	routes map[string]route
 	mux    *http.ServeMux
+	// logins limits createSession per identifier and client address, as
+	// the reference PDS does: 30 per 5 minutes and 300 per day.
+	logins *ratelimit.Limiter
 }
 
 // New builds the server's handler.
@@ -125,7 +136,8 @@ func New(deps Deps) *Server {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
-	s := &Server{deps: deps, log: deps.Logger, mux: http.NewServeMux()}
+	s := &Server{deps: deps, log: deps.Logger, mux: http.NewServeMux(),
+		logins: ratelimit.New([]ratelimit.Window{{Limit: 30, Period: 5 * time.Minute}, {Limit: 300, Period: 24 * time.Hour}}, deps.Now)}
 	s.routes = s.xrpcRoutes()
 	s.mux.HandleFunc("/xrpc/{nsid}", s.dispatch)
 	s.mux.HandleFunc("GET /xrpc/_health", s.handleHealth)
@@ -395,3 +407,16 @@ func (h *HTTPServer) Serve() error {
 
 // Shutdown stops accepting requests and waits for those in flight.
 func (h *HTTPServer) Shutdown(ctx context.Context) error { return h.srv.Shutdown(ctx) }
+
+// limitLogin counts one login attempt for identifier from the request's
+// client address and refuses it past the limit. The ratelimit headers are
+// set either way.
+func (s *Server) limitLogin(w http.ResponseWriter, r *http.Request, identifier string) error {
+	if ratelimit.Bypass(r, s.deps.RateLimitBypass) {
+		return nil
+	}
+	ip := ratelimit.ClientIP(r, s.deps.TrustedProxies)
+	d := s.logins.Allow(strings.ToLower(strings.TrimSpace(identifier)) + "|" + ip.String())
+	d.SetHeaders(w.Header())
+	return d.Err()
+}
