@@ -2,11 +2,15 @@ package auth
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
+	"encoding/base64"
 	"fmt"
 	"strings"
 
+	"github.com/bluesky-social/indigo/atproto/syntax"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/crypto/scrypt"
 )
 
 // MinPasswordLength is the shortest account password accepted.
@@ -52,4 +56,18 @@ func GenerateToken() string {
 	b := make([]byte, 32)
 	rand.Read(b)
 	return lowerBase32.EncodeToString(b)
+}
+
+// HashAppPassword returns the stored form of an app password: scrypt
+// (N=32768, r=8, p=1) salted with a value derived from the account's DID.
+// The salt is per account rather than per password so that a login can
+// find its app password by hash; app passwords carry 80 random bits, so
+// precomputation is hopeless either way.
+func HashAppPassword(did syntax.DID, pw string) (string, error) {
+	salt := sha256.Sum256([]byte("stratus app password\x00" + did.String()))
+	key, err := scrypt.Key([]byte(pw), salt[:], 1<<15, 8, 1, 32)
+	if err != nil {
+		return "", fmt.Errorf("hash app password: %w", err)
+	}
+	return "scrypt:" + base64.RawStdEncoding.EncodeToString(key), nil
 }

@@ -33,6 +33,10 @@ var ErrDuplicate = errors.New("duplicate")
 // ErrNotFound is returned by a SessionStore for an unknown token or name.
 var ErrNotFound = errors.New("not found")
 
+// ErrRevoked is returned by a SessionStore asked to store a refresh token
+// of an app password that no longer exists.
+var ErrRevoked = errors.New("app password revoked")
+
 // AppPassword is a stored app password.
 type AppPassword struct {
 	DID        syntax.DID
@@ -59,6 +63,9 @@ type RefreshToken struct {
 type SessionStore interface {
 	CreateAppPassword(ctx context.Context, ap AppPassword) error
 	AppPasswords(ctx context.Context, did syntax.DID) ([]AppPassword, error)
+	// AppPasswordByHash finds the app password of did with the given
+	// hash, or returns ErrNotFound.
+	AppPasswordByHash(ctx context.Context, did syntax.DID, hash string) (AppPassword, error)
 	// DeleteAppPassword removes the app password and its refresh tokens and
 	// records its live sessions as ended until revokeUntil, in one
 	// transaction. It returns the ended session ids, or ErrNotFound.
@@ -142,38 +149,41 @@ var dummyHash = func() string {
 }()
 
 // Login checks an identifier (handle, any case, or DID) and a password (the
-// account password or an app password) and starts a session.
+// account password or an app password) and starts a session. Whether the
+// identifier exists or not, a failed login costs the same hashing and gets
+// the same answer.
 func (s *Sessions) Login(ctx context.Context, identifier, password string) (*Session, error) {
-	identifier = strings.TrimSpace(identifier)
+	identifier = strings.TrimPrefix(strings.TrimSpace(identifier), "@")
 	if identifier == "" || password == "" {
 		return nil, pdserr.New(pdserr.InvalidRequest, "identifier and password are required")
 	}
-	a, err := s.accounts.Resolve(ctx, strings.ToLower(strings.TrimPrefix(identifier, "@")))
+	shaped := appPasswordShape.MatchString(password)
+	a, err := s.accounts.Resolve(ctx, identifier)
 	if err != nil {
 		if pe, ok := pdserr.As(err); ok && (pe.Name == pdserr.RepoNotFound || pe.Name == pdserr.InvalidRequest) {
+			if shaped {
+				_, _ = HashAppPassword("did:plc:unknown", password)
+			}
 			CheckPassword(dummyHash, password)
 			return nil, errBadLogin
 		}
 		return nil, err
 	}
-	if a.Status == account.Takendown {
-		return nil, pdserr.New(pdserr.AccountTakedown, "Account has been taken down")
-	}
 	var ap *AppPassword
-	ok := false
-	if appPasswordShape.MatchString(password) {
-		aps, err := s.store.AppPasswords(ctx, a.DID)
+	if shaped {
+		h, err := HashAppPassword(a.DID, password)
 		if err != nil {
-			return nil, fmt.Errorf("read app passwords: %w", err)
+			return nil, err
 		}
-		for i := range aps {
-			if CheckPassword(aps[i].Hash, password) {
-				ap, ok = &aps[i], true
-				break
-			}
+		found, err := s.store.AppPasswordByHash(ctx, a.DID, h)
+		switch {
+		case err == nil:
+			ap = &found
+		case !errors.Is(err, ErrNotFound):
+			return nil, fmt.Errorf("find app password: %w", err)
 		}
 	}
-	if !ok {
+	if ap == nil {
 		hash, err := s.passwords.PasswordHash(ctx, a.DID)
 		if err != nil {
 			return nil, fmt.Errorf("read password hash: %w", err)
@@ -182,7 +192,15 @@ func (s *Sessions) Login(ctx context.Context, identifier, password string) (*Ses
 			return nil, errBadLogin
 		}
 	}
-	return s.start(ctx, a, ap)
+	// Only a caller who knows a password learns the account's state.
+	if a.Status == account.Takendown {
+		return nil, pdserr.New(pdserr.AccountTakedown, "Account has been taken down")
+	}
+	sess, err := s.start(ctx, a, ap)
+	if errors.Is(err, ErrRevoked) {
+		return nil, errBadLogin // revoked while this login was being checked
+	}
+	return sess, err
 }
 
 func randomID() string {
@@ -248,6 +266,9 @@ func (s *Sessions) Refresh(ctx context.Context, token string) (*Session, error) 
 	if err != nil {
 		return nil, err
 	}
+	if a.Status == account.Takendown {
+		return nil, pdserr.New(pdserr.AccountTakedown, "Account has been taken down")
+	}
 	now := s.now()
 	if rt.NextJTI != "" {
 		if now.Sub(rt.RotatedAt) > RefreshGrace {
@@ -262,6 +283,9 @@ func (s *Sessions) Refresh(ctx context.Context, token string) (*Session, error) 
 	next := rt
 	next.JTI, next.ExpiresAt, next.NextJTI, next.RotatedAt = randomID(), now.Add(RefreshTTL), "", time.Time{}
 	if err := s.store.RotateRefresh(ctx, rt.JTI, next, now); err != nil {
+		if errors.Is(err, ErrRevoked) {
+			return nil, pdserr.New(pdserr.ExpiredToken, "Token has been revoked")
+		}
 		if errors.Is(err, ErrNotFound) {
 			// A concurrent refresh won the race; answer as a retry would.
 			return s.Refresh(ctx, token)
@@ -280,6 +304,15 @@ func (s *Sessions) Logout(ctx context.Context, token string) error {
 	}
 	if c.Scope != ScopeRefresh || c.SID == "" {
 		return pdserr.New(pdserr.InvalidToken, "Invalid token type")
+	}
+	// Only a token that could still refresh may end the session: an old
+	// token, retired past the grace window, is no credential any more.
+	rt, err := s.store.GetRefresh(ctx, c.ID)
+	if errors.Is(err, ErrNotFound) || (err == nil && rt.NextJTI != "" && s.now().Sub(rt.RotatedAt) > RefreshGrace) {
+		return pdserr.New(pdserr.ExpiredToken, "Token has been revoked")
+	}
+	if err != nil {
+		return fmt.Errorf("read refresh token: %w", err)
 	}
 	until := s.now().Add(AccessTTL)
 	if err := s.store.EndSession(ctx, c.SID, until); err != nil {
@@ -355,7 +388,7 @@ func (s *Sessions) CreateAppPassword(ctx context.Context, did syntax.DID, name s
 		return nil, pdserr.New(pdserr.InvalidRequest, "name must be at most %d characters", MaxAppPasswordName)
 	}
 	pw := GeneratePassword()
-	h, err := HashPassword(pw)
+	h, err := HashAppPassword(did, pw)
 	if err != nil {
 		return nil, err
 	}
@@ -386,6 +419,7 @@ func (s *Sessions) ListAppPasswords(ctx context.Context, did syntax.DID) ([]AppP
 // was opened with it, effective immediately. It returns how many live
 // sessions were ended.
 func (s *Sessions) RevokeAppPassword(ctx context.Context, did syntax.DID, name string) (int, error) {
+	name = strings.TrimSpace(name)
 	if name == "" {
 		return 0, pdserr.New(pdserr.InvalidRequest, "name is required")
 	}

@@ -117,9 +117,11 @@ func (t *Tokens) issueAccess(sub, scope, sid string) (string, error) {
 // issueRefresh signs a refresh token with id jti that expires at exp.
 func (t *Tokens) issueRefresh(sub, jti, sid string, exp time.Time) (string, error) {
 	return t.sign(typRefresh, Claims{
-		Subject:   sub,
-		Audience:  t.aud,
-		IssuedAt:  jwt.NewNumericDate(t.now()),
+		Subject:  sub,
+		Audience: t.aud,
+		// Issue time follows from expiry, so a successor re-issued within
+		// the grace window is the same token, byte for byte.
+		IssuedAt:  jwt.NewNumericDate(exp.Add(-RefreshTTL)),
 		ExpiresAt: jwt.NewNumericDate(exp),
 		ID:        jti,
 		Scope:     ScopeRefresh,

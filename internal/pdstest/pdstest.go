@@ -14,6 +14,7 @@ package pdstest
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -146,6 +147,12 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 	if err != nil {
 		tb.Fatalf("pdstest: %v", err)
 	}
+	// The data directory holds settings.json and secrets.json, as after
+	// `pds init`: the operator's rotations update them in place, and
+	// Restart reads them back.
+	if err := cfg.Save(); err != nil {
+		tb.Fatalf("pdstest: save config: %v", err)
+	}
 	log := o.logger
 	if log == nil {
 		w := &tbWriter{tb: tb}
@@ -255,8 +262,10 @@ func (s *Server) start() error {
 }
 
 // Restart closes the server and opens and starts it again on the same data
-// directory with the same configuration, as a process restart would. The
-// new server listens on a new port: read URL() again afterwards.
+// directory, with the configuration read back from its settings.json and
+// secrets.json, as a process restart would: secrets the operator rotated
+// survive only if the server saved them. The new server listens on a new
+// port: read URL() again afterwards.
 func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
 	s.mu.Lock()
@@ -269,6 +278,13 @@ func (s *Server) Restart(tb testing.TB) {
 		}
 	}
 	s.client.CloseIdleConnections()
+	cfg, err := config.Load(s.cfg.DataDir)
+	if err != nil {
+		tb.Fatalf("pdstest: reload config for restart: %v", err)
+	}
+	// The closed server no longer touches s.cfg; keep the pointer, which
+	// the accessors read.
+	*s.cfg = *cfg
 	if err := s.start(); err != nil {
 		tb.Fatalf("pdstest: restart: %v", err)
 	}
@@ -461,6 +477,82 @@ func (s *Server) LastEventPayload(tb testing.TB, typ string) []byte {
 		tb.Fatalf("pdstest: %v", err)
 	}
 	return p
+}
+
+// Event is one stored firehose event.
+type Event struct {
+	Seq     int64
+	Type    string // "commit", "sync", "identity", "account"
+	Payload []byte // DAG-CBOR body
+}
+
+// Events returns the stored firehose events with a seq above after, oldest
+// first, read from the data directory's database through a second,
+// read-only connection.
+func (s *Server) Events(tb testing.TB, after int64) []Event {
+	tb.Helper()
+	path := filepath.Join(s.cfg.DataDir, config.DatabaseFile)
+	db, err := sql.Open("sqlite", "file:"+filepath.ToSlash(path)+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	if err != nil {
+		tb.Fatalf("pdstest: open database: %v", err)
+	}
+	defer db.Close()
+	rows, err := db.Query("SELECT seq, type, payload FROM firehose_events WHERE seq > ? ORDER BY seq", after)
+	if err != nil {
+		tb.Fatalf("pdstest: read events: %v", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var ev Event
+		if err := rows.Scan(&ev.Seq, &ev.Type, &ev.Payload); err != nil {
+			tb.Fatalf("pdstest: read event: %v", err)
+		}
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatalf("pdstest: read events: %v", err)
+	}
+	return out
+}
+
+// LastSeq returns the seq of the newest stored firehose event (0 if none).
+func (s *Server) LastSeq(tb testing.TB) int64 {
+	tb.Helper()
+	evs := s.Events(tb, 0)
+	if len(evs) == 0 {
+		return 0
+	}
+	return evs[len(evs)-1].Seq
+}
+
+// Session helpers.
+
+// Session is the answer of createSession and refreshSession.
+type Session struct {
+	AccessJWT      string          `json:"accessJwt"`
+	RefreshJWT     string          `json:"refreshJwt"`
+	Handle         string          `json:"handle"`
+	DID            string          `json:"did"`
+	DIDDoc         json.RawMessage `json:"didDoc"`
+	Email          string          `json:"email"`
+	EmailConfirmed bool            `json:"emailConfirmed"`
+	Active         bool            `json:"active"`
+	Status         string          `json:"status"`
+}
+
+// Login calls com.atproto.server.createSession with an identifier (handle
+// or DID) and a password (the account password, Password unless changed,
+// or an app password) and fails the test unless it succeeds.
+func (s *Server) Login(tb testing.TB, identifier, password string) Session {
+	tb.Helper()
+	var out Session
+	s.Call(tb, http.MethodPost, "com.atproto.server.createSession", nil,
+		map[string]string{"identifier": identifier, "password": password}, "", &out)
+	if out.AccessJWT == "" || out.RefreshJWT == "" {
+		tb.Fatalf("createSession answered without tokens")
+	}
+	return out
 }
 
 // Record helpers.

@@ -52,8 +52,14 @@ func TestCreateSession_RateLimit(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("spoofed X-Forwarded-For escaped the limit: %d", resp.StatusCode)
 	}
+	// The account's DID and an "@" prefix are the same account too.
+	for _, id := range []string{s.DID(), "@" + s.Handle()} {
+		if resp, _ := attempt(id, nil); resp.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("%s escaped the limit: %d", id, resp.StatusCode)
+		}
+	}
 	// Another identifier has its own budget.
-	resp, _ = attempt(s.DID(), nil)
+	resp, _ = attempt("bob.test", nil)
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("other identifier: %d, want 401", resp.StatusCode)
 	}

@@ -38,7 +38,7 @@ func (s *SessionStore) CreateAppPassword(ctx context.Context, ap auth.AppPasswor
 
 // AppPasswords implements auth.SessionStore, newest first.
 func (s *SessionStore) AppPasswords(ctx context.Context, did syntax.DID) ([]auth.AppPassword, error) {
-	rows, err := s.db.query(ctx, "SELECT name, password_hash, privileged, created_at FROM app_passwords WHERE did = ? ORDER BY created_at DESC, name", did.String())
+	rows, err := s.db.query(ctx, "SELECT name, password_hash, privileged, created_at FROM app_passwords WHERE did = ? ORDER BY id DESC", did.String())
 	if err != nil {
 		return nil, fmt.Errorf("list app passwords: %w", err)
 	}
@@ -54,6 +54,22 @@ func (s *SessionStore) AppPasswords(ctx context.Context, did syntax.DID) ([]auth
 		out = append(out, ap)
 	}
 	return out, rows.Err()
+}
+
+// AppPasswordByHash implements auth.SessionStore.
+func (s *SessionStore) AppPasswordByHash(ctx context.Context, did syntax.DID, hash string) (auth.AppPassword, error) {
+	ap := auth.AppPassword{DID: did, Hash: hash}
+	var created string
+	err := s.db.queryRow(ctx, "SELECT name, privileged, created_at FROM app_passwords WHERE did = ? AND password_hash = ?",
+		did.String(), hash).Scan(&ap.Name, &ap.Privileged, &created)
+	if isNoRows(err) {
+		return ap, auth.ErrNotFound
+	}
+	if err != nil {
+		return ap, fmt.Errorf("find app password: %w", err)
+	}
+	ap.CreatedAt, _ = time.Parse(timeLayout, created)
+	return ap, nil
 }
 
 // liveSIDs returns the sessions among the given refresh-token condition
@@ -129,15 +145,26 @@ func (s *SessionStore) PutRefresh(ctx context.Context, t auth.RefreshToken) erro
 	return s.db.withTx(ctx, func(tx *sql.Tx) error { return putRefresh(ctx, tx, t) })
 }
 
+// putRefresh stores a refresh token. A token of an app-password session is
+// only stored while the app password exists, so a revocation that lands
+// while a login with it is in progress cannot leave a session behind.
 func putRefresh(ctx context.Context, tx *sql.Tx, t auth.RefreshToken) error {
-	var ap any
-	if t.AppPassword != "" {
-		ap = t.AppPassword
+	if t.AppPassword == "" {
+		_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (jti, did, sid, app_password_name, privileged, expires_at)
+			VALUES (?, ?, ?, NULL, ?, ?)`, t.JTI, t.DID.String(), t.SID, t.Privileged, t.ExpiresAt.Unix())
+		if err != nil {
+			return fmt.Errorf("insert refresh token: %w", err)
+		}
+		return nil
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (jti, did, sid, app_password_name, privileged, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, t.JTI, t.DID.String(), t.SID, ap, t.Privileged, t.ExpiresAt.Unix())
+	res, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (jti, did, sid, app_password_name, privileged, expires_at)
+		SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM app_passwords WHERE did = ? AND name = ?)`,
+		t.JTI, t.DID.String(), t.SID, t.AppPassword, t.Privileged, t.ExpiresAt.Unix(), t.DID.String(), t.AppPassword)
 	if err != nil {
 		return fmt.Errorf("insert refresh token: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return auth.ErrRevoked
 	}
 	return nil
 }

@@ -415,8 +415,14 @@ func (s *Server) limitLogin(w http.ResponseWriter, r *http.Request, identifier s
 	if ratelimit.Bypass(r, s.deps.RateLimitBypass) {
 		return nil
 	}
+	// Every spelling of one account (handle in any case, with or without
+	// "@", or its DID) shares one budget.
+	key := strings.ToLower(strings.TrimPrefix(strings.TrimSpace(identifier), "@"))
+	if a, err := s.deps.Accounts.Resolve(r.Context(), key); err == nil {
+		key = a.DID.String()
+	}
 	ip := ratelimit.ClientIP(r, s.deps.TrustedProxies)
-	d := s.logins.Allow(strings.ToLower(strings.TrimSpace(identifier)) + "|" + ip.String())
+	d := s.logins.Allow(key + "|" + ip.String())
 	d.SetHeaders(w.Header())
 	return d.Err()
 }

@@ -1,13 +1,19 @@
--- App passwords: named, individually revocable credentials. Only the bcrypt
--- hash is kept; the password is shown once when created.
+-- App passwords: named, individually revocable credentials. Only a hash is
+-- kept; the password is shown once when created. The hash is scrypt with a
+-- salt derived from the DID, so a login finds its app password with one
+-- hash and one lookup instead of trying every stored hash (the passwords
+-- carry 80 random bits, so a per-account salt loses nothing). id keeps
+-- creation order.
 CREATE TABLE app_passwords (
+	id            INTEGER PRIMARY KEY AUTOINCREMENT,
 	did           TEXT NOT NULL,
 	name          TEXT NOT NULL,
 	password_hash TEXT NOT NULL,
 	privileged    INTEGER NOT NULL DEFAULT 0,
 	created_at    TEXT NOT NULL,
-	PRIMARY KEY (did, name)
-) WITHOUT ROWID;
+	UNIQUE (did, name)
+);
+CREATE INDEX app_passwords_hash ON app_passwords (did, password_hash);
 
 -- Refresh tokens, one row per issued token. A session (sid) is the chain of
 -- tokens created by one login; rotation links each token to its successor
