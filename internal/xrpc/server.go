@@ -195,6 +195,10 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, s.log, pdserr.New(pdserr.InvalidRequest, "invalid xrpc path"))
 			return
 		}
+		if err := s.checkUnrouted(r, nsid); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
 		writeError(w, r, s.log, pdserr.New(pdserr.MethodNotImplemented, "Method Not Implemented"))
 		return
 	}
@@ -425,4 +429,23 @@ func (s *Server) limitLogin(w http.ResponseWriter, r *http.Request, identifier s
 	d := s.logins.Allow(key + "|" + ip.String())
 	d.SetHeaders(w.Header())
 	return d.Err()
+}
+
+// checkUnrouted applies, to a method the server does not serve itself (and
+// will forward to another service), the rules that depend on who calls:
+// only privileged app passwords may reach chat.bsky.* (direct messages).
+// Method names are compared case-insensitively so that a differently
+// cased NSID cannot slip past the rule.
+func (s *Server) checkUnrouted(r *http.Request, nsid string) error {
+	if !strings.HasPrefix(strings.ToLower(nsid), "chat.bsky.") || r.Header.Get("Authorization") == "" {
+		return nil
+	}
+	p, err := s.deps.Auth.Authenticate(r)
+	if err != nil {
+		return err
+	}
+	if p.Kind == auth.AppPass && !p.Privileged {
+		return pdserr.New(pdserr.InvalidToken, "Bad token scope: this app password may not use chat; create a privileged one")
+	}
+	return nil
 }
