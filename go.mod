@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	charm.land/huh/v2 v2.0.3
 	github.com/bluesky-social/indigo v0.0.0-20260605210604-af2fec94f34c
+	github.com/creack/pty v1.1.24
 	github.com/ipfs/go-block-format v0.2.4
 	github.com/ipfs/go-cid v0.6.2
 	github.com/ipfs/go-ipld-format v0.6.4

@@ -89,7 +89,8 @@ func TestPasswords(t *testing.T) {
 	if len(pw) != 19 || strings.Count(pw, "-") != 3 {
 		t.Errorf("generated password %q not in xxxx-xxxx-xxxx-xxxx form", pw)
 	}
-	if auth.GeneratePassword() == pw || auth.GenerateToken() == auth.GenerateToken() {
+	tok := auth.GenerateToken()
+	if auth.GeneratePassword() == pw || auth.GenerateToken() == tok {
 		t.Error("generated secrets repeat")
 	}
 }

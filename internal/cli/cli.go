@@ -74,6 +74,7 @@ Settings live in a data directory (--data-dir, env PDS_DATA_DIR, default
 	root.PersistentFlags().String("data-dir", "", "data directory (env PDS_DATA_DIR, default \""+config.DefaultDataDir+"\")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.AddCommand(newInitCmd(e), newServeCmd(e), newActivateCmd(e, true), newActivateCmd(e, false), newVersionCmd(e))
+	root.AddCommand(newAppPasswordCmd(e), newSecretCmd(e))
 	// Argument mistakes are usage errors (exit status 2), like flag errors.
 	root.Args = func(cmd *cobra.Command, args []string) error {
 		if len(args) > 0 {
@@ -140,7 +141,7 @@ func applyFlags(cmd *cobra.Command, c *config.Config) error {
 		if fl == nil || !fl.Changed {
 			continue
 		}
-		if err := f.Set(c, fl.Value.String()); err != nil {
+		if err := f.SetFlag(c, fl.Value.String()); err != nil {
 			return usageError{"--" + err.Error()}
 		}
 	}

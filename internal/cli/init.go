@@ -375,16 +375,15 @@ func promptInit(c *config.Config, o *initOptions, existing bool) error {
 				return nil
 			}))
 	}
-	if err := huh.NewForm(huh.NewGroup(fields...)).Run(); err != nil {
-		return fmt.Errorf("prompt: %w", err)
+	if plcURL == "" {
+		plcURL = config.DefaultPLCURL
 	}
-	if method == "plc" && c.DID == "" {
-		if plcURL == "" {
-			plcURL = config.DefaultPLCURL
-		}
-		if err := huh.NewForm(huh.NewGroup(huh.NewInput().Title("PLC directory").Value(&plcURL))).Run(); err != nil {
-			return fmt.Errorf("prompt: %w", err)
-		}
+	// One form with a second page shown only for did:plc: a second form
+	// run after the first can lose the first key typed into it.
+	plcPage := huh.NewGroup(huh.NewInput().Title("PLC directory").Value(&plcURL)).
+		WithHideFunc(func() bool { return method != "plc" || c.DID != "" })
+	if err := huh.NewForm(huh.NewGroup(fields...), plcPage).Run(); err != nil {
+		return fmt.Errorf("prompt: %w", err)
 	}
 	if hostname != c.Hostname && !existing {
 		c.PublicURL = ""

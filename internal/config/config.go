@@ -93,6 +93,17 @@ type Config struct {
 	DataDir string `json:"-"`
 	Settings
 	Secrets
+	// Overridden records the settings given by an environment variable or
+	// a flag ("env" or "flag"), which win over the files at every start.
+	Overridden map[string]string `json:"-"`
+}
+
+// markOverridden records where a setting came from.
+func (c *Config) markOverridden(name, source string) {
+	if c.Overridden == nil {
+		c.Overridden = map[string]string{}
+	}
+	c.Overridden[name] = source
 }
 
 // Default returns a configuration with every default filled in.
@@ -126,6 +137,15 @@ func (f Field) Env() string {
 
 // Get returns the field's current value as text.
 func (f Field) Get(c *Config) string { return f.get(c) }
+
+// SetFlag stores a value given as a command-line flag.
+func (f Field) SetFlag(c *Config, v string) error {
+	if err := f.Set(c, v); err != nil {
+		return err
+	}
+	c.markOverridden(f.Name, "flag --"+f.Name)
+	return nil
+}
 
 // Set parses and stores a value.
 func (f Field) Set(c *Config, v string) error {
@@ -261,6 +281,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 			if err := f.Set(c, v); err != nil {
 				return fmt.Errorf("%s: %w", f.Env(), err)
 			}
+			c.markOverridden(f.Name, "environment variable "+f.Env())
 		}
 	}
 	return nil

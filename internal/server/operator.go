@@ -27,8 +27,21 @@ func (s *Server) PasswordHash(_ context.Context, did syntax.DID) (string, error)
 	return s.cfg.PasswordHash, nil
 }
 
+// overrideWarning explains that a rotated secret will not survive a restart
+// because a flag or environment variable sets it.
+func (s *Server) overrideWarning(field string) string {
+	s.cfgMu.RLock()
+	src := s.cfg.Overridden[field]
+	s.cfgMu.RUnlock()
+	if src == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s is set by %s, which wins over secrets.json at the next start: update or remove it, or the old value comes back", field, src)
+}
+
 // updateSecrets applies fn to the running configuration and to
-// secrets.json, so the change survives a restart.
+// secrets.json, so the change survives a restart (unless a flag or an
+// environment variable overrides the file; see overrideWarning).
 func (s *Server) updateSecrets(fn func(*config.Secrets)) error {
 	s.cfgMu.Lock()
 	defer s.cfgMu.Unlock()
@@ -44,42 +57,47 @@ func (s *Server) updateSecrets(fn func(*config.Secrets)) error {
 type operator struct{ s *Server }
 
 // RotateJWTSecret replaces the session-token secret: every session ends at
-// once. It returns how many live sessions ended.
-func (o operator) RotateJWTSecret(ctx context.Context) (int, error) {
+// once. The answer says how many live sessions ended.
+func (o operator) RotateJWTSecret(ctx context.Context) (*xrpc.Rotation, error) {
 	secret := auth.GenerateToken()
 	if err := o.s.updateSecrets(func(sec *config.Secrets) { sec.JWTSecret = secret }); err != nil {
-		return 0, err
+		return nil, err
 	}
-	return o.s.sessions.RotateSecret(ctx, secret)
+	n, err := o.s.sessions.RotateSecret(ctx, secret)
+	if err != nil {
+		return nil, err
+	}
+	return &xrpc.Rotation{SessionsEnded: &n, Warning: o.s.overrideWarning("jwt-secret")}, nil
 }
 
 // SetPassword replaces the account password; an empty password generates
 // one, which is returned. App passwords and sessions are unaffected.
-func (o operator) SetPassword(_ context.Context, password string) (string, error) {
-	generated := ""
+func (o operator) SetPassword(_ context.Context, password string) (*xrpc.Rotation, error) {
+	out := &xrpc.Rotation{}
 	if password == "" {
 		password = auth.GeneratePassword()
-		generated = password
+		out.Password = password
 	}
 	h, err := auth.HashPassword(password)
 	if err != nil {
-		return "", pdserr.New(pdserr.InvalidRequest, "%v", err)
+		return nil, pdserr.New(pdserr.InvalidRequest, "%v", err)
 	}
 	if err := o.s.updateSecrets(func(sec *config.Secrets) { sec.PasswordHash = h }); err != nil {
-		return "", err
+		return nil, err
 	}
-	return generated, nil
+	out.Warning = o.s.overrideWarning("password-hash")
+	return out, nil
 }
 
 // RotateAdminToken replaces the admin token; the old one stops working at
 // once.
-func (o operator) RotateAdminToken(_ context.Context) (string, error) {
+func (o operator) RotateAdminToken(_ context.Context) (*xrpc.Rotation, error) {
 	tok := auth.GenerateToken()
 	if err := o.s.updateSecrets(func(sec *config.Secrets) { sec.AdminToken = tok }); err != nil {
-		return "", err
+		return nil, err
 	}
 	o.s.verifier.SetAdminToken(tok)
-	return tok, nil
+	return &xrpc.Rotation{AdminToken: tok, Warning: o.s.overrideWarning("admin-token")}, nil
 }
 
 // KeyRotation reports a signing-key rotation.
@@ -105,15 +123,9 @@ func (o operator) RotateSigningKey(ctx context.Context) (*KeyRotation, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.updateSecrets(func(sec *config.Secrets) { sec.SigningKey = config.EncodeKey(k) }); err != nil {
-		return nil, err
-	}
-	if err := config.UpdateSettings(s.cfg.DataDir, func(st *config.Settings) { st.SigningKeyPublic = pub.DIDKey() }); err != nil {
-		return nil, fmt.Errorf("save settings: %w", err)
-	}
-	s.cfgMu.Lock()
-	s.cfg.SigningKeyPublic = pub.DIDKey()
-	s.cfgMu.Unlock()
+	old := s.keys.key.Load()
+	// Sign with the new key before saving it, and put the old key back if
+	// re-signing fails: the files must never name a key that signs nothing.
 	s.keys.key.Store(k)
 	now := time.Now()
 	if _, err := s.repos.Resign(ctx, did, func(h repo.Head, car []byte) ([]sequencer.Event, error) {
@@ -127,9 +139,21 @@ func (o operator) RotateSigningKey(ctx context.Context) (*KeyRotation, error) {
 		}
 		return []sequencer.Event{id, sync}, nil
 	}); err != nil {
+		s.keys.key.Store(old)
 		return nil, fmt.Errorf("re-sign repository: %w", err)
 	}
-	out := &KeyRotation{DID: did.String(), SigningKeyPublic: pub.DIDKey(), Method: did.Method()}
+	if err := s.updateSecrets(func(sec *config.Secrets) { sec.SigningKey = config.EncodeKey(k) }); err != nil {
+		// The repository is already signed with the new key, so it stays
+		// in use; the operator must save it by hand.
+		return nil, fmt.Errorf("save new signing key %s: %w", pub.DIDKey(), err)
+	}
+	if err := config.UpdateSettings(s.cfg.DataDir, func(st *config.Settings) { st.SigningKeyPublic = pub.DIDKey() }); err != nil {
+		return nil, fmt.Errorf("save settings: %w", err)
+	}
+	s.cfgMu.Lock()
+	s.cfg.SigningKeyPublic = pub.DIDKey()
+	s.cfgMu.Unlock()
+	out := &KeyRotation{DID: did.String(), SigningKeyPublic: pub.DIDKey(), Method: did.Method(), Warning: s.overrideWarning("signing-key")}
 	if did.Method() == "plc" {
 		out.FollowUp = []string{
 			"The PLC directory still lists the old key, so relays will not verify new commits until it is updated.",

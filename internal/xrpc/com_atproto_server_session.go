@@ -186,13 +186,11 @@ func (s *Server) handleServerRevokeAppPassword(w http.ResponseWriter, r *http.Re
 
 // handleAdminRotateJWTSecret serves app.stratus.admin.rotateJwtSecret.
 func (s *Server) handleAdminRotateJWTSecret(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
-	n, err := s.deps.Operator.RotateJWTSecret(r.Context())
+	out, err := s.deps.Operator.RotateJWTSecret(r.Context())
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, struct {
-		SessionsEnded int `json:"sessionsEnded"`
-	}{n})
+	return writeJSON(w, out)
 }
 
 // handleAdminSetPassword serves app.stratus.admin.setPassword: the account
@@ -205,24 +203,20 @@ func (s *Server) handleAdminSetPassword(w http.ResponseWriter, r *http.Request, 
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
-	gen, err := s.deps.Operator.SetPassword(r.Context(), in.Password)
+	out, err := s.deps.Operator.SetPassword(r.Context(), in.Password)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, struct {
-		Password string `json:"password,omitempty"`
-	}{gen})
+	return writeJSON(w, out)
 }
 
 // handleAdminRotateAdminToken serves app.stratus.admin.rotateAdminToken.
 func (s *Server) handleAdminRotateAdminToken(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
-	tok, err := s.deps.Operator.RotateAdminToken(r.Context())
+	out, err := s.deps.Operator.RotateAdminToken(r.Context())
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, struct {
-		AdminToken string `json:"adminToken"`
-	}{tok})
+	return writeJSON(w, out)
 }
 
 // handleAdminRotateSigningKey serves app.stratus.admin.rotateSigningKey.

@@ -75,10 +75,20 @@ type Deps struct {
 // Operator performs the operator's secret rotations; internal/server
 // implements it because it owns the configuration files.
 type Operator interface {
-	RotateJWTSecret(ctx context.Context) (sessionsEnded int, err error)
-	SetPassword(ctx context.Context, password string) (generated string, err error)
-	RotateAdminToken(ctx context.Context) (string, error)
+	RotateJWTSecret(ctx context.Context) (*Rotation, error)
+	SetPassword(ctx context.Context, password string) (*Rotation, error)
+	RotateAdminToken(ctx context.Context) (*Rotation, error)
 	RotateSigningKey(ctx context.Context) (*KeyRotation, error)
+}
+
+// Rotation is the answer of a secret rotation. Warning is set when a flag
+// or environment variable overrides the saved secret, so the change would
+// not survive a restart.
+type Rotation struct {
+	SessionsEnded *int   `json:"sessionsEnded,omitempty"`
+	Password      string `json:"password,omitempty"`
+	AdminToken    string `json:"adminToken,omitempty"`
+	Warning       string `json:"warning,omitempty"`
 }
 
 // KeyRotation is the answer of a signing-key rotation.
@@ -87,6 +97,7 @@ type KeyRotation struct {
 	SigningKeyPublic string   `json:"signingKeyPublic"`
 	Method           string   `json:"didMethod"`
 	FollowUp         []string `json:"followUp,omitempty"`
+	Warning          string   `json:"warning,omitempty"`
 }
 
 // Links are the operator links describeServer reports.
