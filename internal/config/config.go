@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -68,6 +69,11 @@ type Settings struct {
 	// X-Forwarded-For header names the client; from anyone else it is
 	// ignored.
 	TrustedProxies []string `json:"trusted-proxies,omitempty"`
+	// FirehoseRetention is how long firehose events are kept for cursor
+	// replay, as a Go duration ("72h").
+	FirehoseRetention string `json:"firehose-retention"`
+	// Crawlers are the relays asked to crawl this server.
+	Crawlers []string `json:"crawlers,omitempty"`
 	// SyncCommits fsyncs every commit before acknowledging it (the
 	// default). Turned off, commits still survive a crash of the process
 	// but the newest can be lost to a power failure.
@@ -111,12 +117,13 @@ func Default(dataDir string) *Config {
 	return &Config{
 		DataDir: dataDir,
 		Settings: Settings{
-			Port:            DefaultPort,
-			Bind:            DefaultBind,
-			PLCURL:          DefaultPLCURL,
-			InitiallyActive: true,
-			LogLevel:        "info",
-			SyncCommits:     true,
+			Port:              DefaultPort,
+			Bind:              DefaultBind,
+			PLCURL:            DefaultPLCURL,
+			InitiallyActive:   true,
+			LogLevel:          "info",
+			SyncCommits:       true,
+			FirehoseRetention: "72h",
 		},
 	}
 }
@@ -228,6 +235,18 @@ func Fields() []Field {
 				for _, p := range strings.Split(v, ",") {
 					if p = strings.TrimSpace(p); p != "" {
 						c.TrustedProxies = append(c.TrustedProxies, p)
+					}
+				}
+				return nil
+			}},
+		field("firehose-retention", "how long firehose events are kept for replay (Go duration, e.g. 72h)", false, func(c *Config) *string { return &c.FirehoseRetention }),
+		{Name: "crawlers", Usage: "comma-separated relay URLs asked to crawl this server (e.g. https://bsky.network)",
+			get: func(c *Config) string { return strings.Join(c.Crawlers, ",") },
+			set: func(c *Config, v string) error {
+				c.Crawlers = nil
+				for _, u := range strings.Split(v, ",") {
+					if u = strings.TrimSpace(u); u != "" {
+						c.Crawlers = append(c.Crawlers, u)
 					}
 				}
 				return nil
@@ -471,6 +490,14 @@ func (c *Config) Validate() error {
 	if _, err := ratelimit.ParsePrefixes(c.TrustedProxies); err != nil {
 		add("trusted-proxies", "%v", err)
 	}
+	if d, err := time.ParseDuration(c.FirehoseRetention); c.FirehoseRetention != "" && (err != nil || d < time.Minute) {
+		add("firehose-retention", "must be a duration of at least 1m, like 72h")
+	}
+	for _, u := range c.Crawlers {
+		if err := checkOrigin(strings.TrimRight(u, "/")); err != nil {
+			add("crawlers", "%v", err)
+		}
+	}
 	if c.RateLimitBypass != "" && len(c.RateLimitBypass) < 16 {
 		add("ratelimit-bypass-key", "must be at least 16 characters")
 	}
@@ -521,3 +548,12 @@ func (c *Config) SigningKeyParsed() (*atcrypto.PrivateKeyK256, error) { return P
 
 // ServiceDID is the server's own DID: did:web:<hostname>.
 func (c *Config) ServiceDID() syntax.DID { return syntax.DID("did:web:" + c.Hostname) }
+
+// Retention returns the firehose retention (72 hours when unset).
+func (c *Config) Retention() time.Duration {
+	d, err := time.ParseDuration(c.FirehoseRetention)
+	if err != nil || d <= 0 {
+		return 72 * time.Hour
+	}
+	return d
+}

@@ -22,10 +22,12 @@ import (
 	"stratus/internal/account"
 	"stratus/internal/auth"
 	"stratus/internal/config"
+	"stratus/internal/crawl"
 	"stratus/internal/pdserr"
 	"stratus/internal/ratelimit"
 	"stratus/internal/repo"
 	"stratus/internal/schema"
+	"stratus/internal/sequencer"
 	"stratus/internal/sqlite"
 	"stratus/internal/xrpc"
 )
@@ -42,6 +44,10 @@ type Server struct {
 	verifier *auth.Verifier
 	keys     *keys
 
+	hub   *sequencer.Hub
+	crawl *crawl.Requester
+
+	bg             context.Context
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
 	log            *slog.Logger
@@ -123,12 +129,29 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, e
 	}
 	s.verifier = auth.NewVerifier(cfg.AdminToken, s.sessions)
 
+	// Background work (firehose fan-out, pruning) lives until Close.
+	bg, cancel := context.WithCancel(context.Background())
+	s.stopBackground = cancel
+	s.hub, err = sequencer.NewHub(bg, db.Events(), log, 0)
+	if err != nil {
+		cancel()
+		db.Close()
+		return nil, err
+	}
+	s.crawl = crawl.New(cfg.Hostname, cfg.Crawlers, nil, log)
+	db.OnEvents(func() {
+		s.hub.Notify()
+		s.crawl.Wrote()
+	})
+	s.bg = bg
 	proxies, err := ratelimit.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {
+		cancel()
 		db.Close()
 		return nil, fmt.Errorf("trusted proxies: %w", err)
 	}
 	s.handler = xrpc.New(xrpc.Deps{
+		Hub:             s.hub,
 		TrustedProxies:  proxies,
 		RateLimitBypass: cfg.RateLimitBypass,
 		Repos:           s.repos,
@@ -191,23 +214,28 @@ func (s *Server) Start() error {
 			s.log.Error("http server stopped", "err", err)
 		}
 	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	s.stopBackground = cancel
 	s.background.Add(1)
 	go func() {
 		defer s.background.Done()
-		s.housekeeping(ctx)
+		s.housekeeping(s.bg)
 	}()
+	s.crawl.Started(s.bg)
 	return nil
 }
 
-// housekeeping prunes expired session records every hour until ctx ends.
+// housekeeping prunes expired session records and firehose events older
+// than the retention every ten minutes until ctx ends.
 func (s *Server) housekeeping(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
+	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
 	for {
 		if err := s.sessions.Prune(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("prune sessions", "err", err)
+		}
+		if n, err := s.db.Events().PruneBefore(ctx, time.Now().Add(-s.cfg.Retention())); err != nil && ctx.Err() == nil {
+			s.log.Warn("prune firehose", "err", err)
+		} else if n > 0 {
+			s.log.Info("pruned firehose events", "count", n)
 		}
 		select {
 		case <-ctx.Done():
@@ -233,14 +261,17 @@ func (s *Server) Accounts() *account.Service { return s.accounts }
 // and closes storage.
 func (s *Server) Close() error {
 	var err error
-	if s.stopBackground != nil {
-		s.stopBackground()
-		s.background.Wait()
-	}
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		err = s.http.Shutdown(ctx)
+	}
+	// Stop background work (which also ends firehose subscriptions, whose
+	// hijacked connections Shutdown does not wait for) before closing the
+	// database under it.
+	if s.stopBackground != nil {
+		s.stopBackground()
+		s.background.Wait()
 	}
 	if e := s.db.Close(); e != nil && err == nil {
 		err = e

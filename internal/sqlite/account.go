@@ -98,5 +98,8 @@ func (s *AccountStore) SetStatus(ctx context.Context, did syntax.DID, from, to a
 		_, err = s.db.appendEvents(ctx, tx, did.String(), events)
 		return err
 	})
+	if err == nil && changed && len(events) > 0 {
+		s.db.eventsAppended()
+	}
 	return changed, err
 }

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
@@ -40,6 +41,10 @@ type DB struct {
 	// stmts holds the statements prepared on the write connection; it is
 	// filled once in Open and only read afterwards.
 	stmts map[string]*sql.Stmt
+
+	// onEvents is called after a transaction that appended firehose events
+	// commits; see OnEvents.
+	onEvents atomic.Pointer[func()]
 
 	// readStmts caches statements prepared on the read pool, where
 	// compiling SQL would otherwise dominate the cost of a point query.
@@ -296,6 +301,16 @@ func isUniqueViolation(err error) bool {
 var errNoRows = sql.ErrNoRows
 
 func isNoRows(err error) bool { return errors.Is(err, errNoRows) }
+
+// OnEvents registers fn to be called after every transaction that
+// appended firehose events has committed (the firehose hub's wake-up).
+func (db *DB) OnEvents(fn func()) { db.onEvents.Store(&fn) }
+
+func (db *DB) eventsAppended() {
+	if fn := db.onEvents.Load(); fn != nil {
+		(*fn)()
+	}
+}
 
 // MigrationCount returns how many migrations have been applied.
 func (db *DB) MigrationCount(ctx context.Context) (int, error) {

@@ -139,6 +139,9 @@ func (s *RepoStore) Apply(ctx context.Context, b *repo.Batch) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(seqs) > 0 {
+		s.db.eventsAppended()
+	}
 	return seqs, nil
 }
 

@@ -46,5 +46,6 @@ func (s *Server) xrpcRoutes() map[string]route {
 		"com.atproto.sync.listRepos":       {method: get, handle: s.handleSyncListRepos},
 		"com.atproto.sync.getBlocks":       {method: get, handle: s.handleSyncGetBlocks},
 		"com.atproto.sync.getRecord":       {method: get, handle: s.handleSyncGetRecord},
+		"com.atproto.sync.subscribeRepos":  {method: get, handle: s.handleSyncSubscribeRepos},
 	}
 }

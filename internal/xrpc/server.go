@@ -27,6 +27,7 @@ import (
 	"stratus/internal/pdserr"
 	"stratus/internal/ratelimit"
 	"stratus/internal/repo"
+	"stratus/internal/sequencer"
 )
 
 // Body size limits. Repository writes may carry up to 200 records; other
@@ -42,6 +43,8 @@ type Deps struct {
 	Accounts *account.Service
 	Auth     *auth.Verifier
 	Sessions *auth.Sessions
+	// Hub streams the firehose.
+	Hub *sequencer.Hub
 	// Operator performs the operator's secret rotations.
 	Operator Operator
 	// PublicURL is the server's one public origin.

@@ -1,0 +1,299 @@
+package sequencer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Store reads the durable event log.
+type Store interface {
+	// EventsAfter returns up to limit events with seq > after, in order.
+	EventsAfter(ctx context.Context, after int64, limit int) ([]Stored, error)
+	// SeqBounds returns the oldest retained seq (0 when the log is empty)
+	// and the latest seq ever assigned (0 when none was).
+	SeqBounds(ctx context.Context) (oldest, latest int64, err error)
+}
+
+// Errors that end a subscription; the transport answers each with an
+// error frame.
+var (
+	ErrFutureCursor    = errors.New("cursor is in the future")
+	ErrConsumerTooSlow = errors.New("consumer too slow")
+)
+
+// PageSize is how many events a backfill reads from storage at a time.
+const PageSize = 500
+
+// DefaultBuffer is the number of live frames a subscriber may fall behind
+// before it is disconnected.
+const DefaultBuffer = 1000
+
+// frame is an encoded event ready to send.
+type frame struct {
+	seq  int64
+	data []byte
+}
+
+// Hub fans events out to subscribers. One goroutine reads new events from
+// storage when notified (and once a second, to see events written by other
+// processes), encodes each once, and offers it to every subscriber without
+// ever blocking on one.
+type Hub struct {
+	store  Store
+	log    *slog.Logger
+	buffer int
+	notify chan struct{}
+	ctx    context.Context // ends every subscription when the hub stops
+
+	mu   sync.Mutex
+	subs map[*subscriber]struct{}
+	last int64 // seq of the last event broadcast
+}
+
+type subscriber struct {
+	ch     chan frame
+	live   atomic.Bool // false while backfilling: overflow is then refilled from storage
+	slow   chan struct{}
+	once   sync.Once
+	cancel context.CancelFunc
+}
+
+func (s *subscriber) markSlow() {
+	s.once.Do(func() {
+		close(s.slow)
+		s.cancel()
+	})
+}
+
+// NewHub starts a hub that broadcasts events after the latest stored one.
+// It runs until ctx ends. buffer ≤ 0 means DefaultBuffer.
+func NewHub(ctx context.Context, store Store, log *slog.Logger, buffer int) (*Hub, error) {
+	if buffer <= 0 {
+		buffer = DefaultBuffer
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	_, latest, err := store.SeqBounds(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read latest seq: %w", err)
+	}
+	h := &Hub{store: store, log: log, buffer: buffer, notify: make(chan struct{}, 1), ctx: ctx, subs: map[*subscriber]struct{}{}, last: latest}
+	go h.run(ctx)
+	return h, nil
+}
+
+// Notify tells the hub that new events were stored. It never blocks.
+func (h *Hub) Notify() {
+	select {
+	case h.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Subscribers returns the number of connected subscribers.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
+func (h *Hub) run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.notify:
+		case <-t.C:
+		}
+		if err := h.pump(ctx); err != nil && ctx.Err() == nil {
+			h.log.Error("firehose: read new events", "err", err)
+		}
+	}
+}
+
+// pump broadcasts every stored event after h.last.
+func (h *Hub) pump(ctx context.Context) error {
+	for {
+		evs, err := h.store.EventsAfter(ctx, h.lastSeq(), PageSize)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			data, err := Frame(ev)
+			if err != nil {
+				// A stored event that cannot be encoded is skipped rather
+				// than blocking the stream for everyone; it is logged.
+				h.log.Error("firehose: encode event", "seq", ev.Seq, "err", err)
+				h.advance(ev.Seq)
+				continue
+			}
+			h.broadcast(frame{seq: ev.Seq, data: data})
+		}
+		if len(evs) < PageSize {
+			return nil
+		}
+	}
+}
+
+func (h *Hub) lastSeq() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last
+}
+
+func (h *Hub) advance(seq int64) {
+	h.mu.Lock()
+	h.last = seq
+	h.mu.Unlock()
+}
+
+func (h *Hub) broadcast(f frame) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = f.seq
+	for s := range h.subs {
+		select {
+		case s.ch <- f:
+		default:
+			if s.live.Load() {
+				s.markSlow()
+			}
+			// While backfilling, a full buffer only means the subscriber
+			// will read the missed events from storage.
+		}
+	}
+}
+
+func (h *Hub) subscribe(cancel context.CancelFunc) (*subscriber, int64) {
+	s := &subscriber{ch: make(chan frame, h.buffer), slow: make(chan struct{}), cancel: cancel}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.subs[s] = struct{}{}
+	return s, h.last
+}
+
+func (h *Hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	h.mu.Unlock()
+}
+
+// Stream sends events to one subscriber until ctx ends or the subscriber
+// fails. Without a cursor it starts with the next live event. With one it
+// first sends every retained event after the cursor, read from storage a
+// page at a time, then continues live with no gap and no duplicate: the
+// subscription is registered before the backfill starts, and any event
+// the live buffer could not hold is read from storage. A cursor older than
+// the retained events gets an #info OutdatedCursor frame first; a cursor
+// past the latest seq gets ErrFutureCursor. send must return promptly once
+// its context is cancelled; a subscriber that falls more than the buffer
+// behind live events gets ErrConsumerTooSlow.
+func (h *Hub) Stream(ctx context.Context, cursor *int64, send func(ctx context.Context, data []byte) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(h.ctx, cancel) // the server is shutting down
+	defer stop()
+	sub, start := h.subscribe(cancel)
+	defer h.unsubscribe(sub)
+
+	last := start
+	if cursor != nil {
+		oldest, latest, err := h.store.SeqBounds(ctx)
+		if err != nil {
+			return fmt.Errorf("read seq bounds: %w", err)
+		}
+		if *cursor > latest {
+			return ErrFutureCursor
+		}
+		last = *cursor
+		if oldest > 0 && *cursor < oldest-1 {
+			info, err := InfoFrame("OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events")
+			if err != nil {
+				return err
+			}
+			if err := send(ctx, info); err != nil {
+				return h.sendErr(sub, err)
+			}
+			last = oldest - 1
+		}
+		if last, err = h.backfill(ctx, sub, last, 0, send); err != nil {
+			return err
+		}
+	}
+	sub.live.Store(true)
+	for {
+		select {
+		case <-ctx.Done():
+			select {
+			case <-sub.slow:
+				return ErrConsumerTooSlow
+			default:
+			}
+			return ctx.Err()
+		case <-sub.slow:
+			return ErrConsumerTooSlow
+		case f := <-sub.ch:
+			if f.seq <= last {
+				continue
+			}
+			if f.seq > last+1 {
+				var err error
+				if last, err = h.backfill(ctx, sub, last, f.seq-1, send); err != nil {
+					return err
+				}
+			}
+			if err := send(ctx, f.data); err != nil {
+				return h.sendErr(sub, err)
+			}
+			last = f.seq
+		}
+	}
+}
+
+// backfill sends stored events after `after` (up to `until` when it is
+// positive) and returns the last seq sent.
+func (h *Hub) backfill(ctx context.Context, sub *subscriber, after, until int64, send func(context.Context, []byte) error) (int64, error) {
+	for {
+		evs, err := h.store.EventsAfter(ctx, after, PageSize)
+		if err != nil {
+			return after, fmt.Errorf("read events: %w", err)
+		}
+		for _, ev := range evs {
+			if until > 0 && ev.Seq > until {
+				return after, nil
+			}
+			data, err := Frame(ev)
+			if err != nil {
+				h.log.Error("firehose: encode event", "seq", ev.Seq, "err", err)
+				after = ev.Seq
+				continue
+			}
+			if err := send(ctx, data); err != nil {
+				return after, h.sendErr(sub, err)
+			}
+			after = ev.Seq
+		}
+		if len(evs) < PageSize || (until > 0 && after >= until) {
+			return after, nil
+		}
+	}
+}
+
+// sendErr reports a failed send as ErrConsumerTooSlow when the hub cut the
+// subscriber off, and as the send error otherwise.
+func (h *Hub) sendErr(sub *subscriber, err error) error {
+	select {
+	case <-sub.slow:
+		return ErrConsumerTooSlow
+	default:
+		return err
+	}
+}

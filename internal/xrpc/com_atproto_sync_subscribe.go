@@ -1,0 +1,93 @@
+package xrpc
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"stratus/internal/auth"
+	"stratus/internal/pdserr"
+	"stratus/internal/sequencer"
+)
+
+// pingInterval keeps idle subscriptions alive through proxies and finds
+// dead peers.
+const pingInterval = 30 * time.Second
+
+// handleSyncSubscribeRepos serves com.atproto.sync.subscribeRepos, the
+// firehose, over WebSocket.
+func (s *Server) handleSyncSubscribeRepos(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
+	var cursor *int64
+	if v := r.URL.Query().Get("cursor"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return pdserr.New(pdserr.InvalidRequest, "Error: cursor must be a non-negative integer")
+		}
+		cursor = &n
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return pdserr.New(pdserr.InvalidRequest, "Expected WebSocket upgrade")
+	}
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		// The firehose is public data; any page may read it.
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return errClientGone // Accept has answered the request itself
+	}
+	c.SetReadLimit(64 << 10)
+	ctx := c.CloseRead(r.Context())
+	go keepAlive(ctx, c)
+
+	err = s.deps.Hub.Stream(ctx, cursor, func(ctx context.Context, data []byte) error {
+		return c.Write(ctx, websocket.MessageBinary, data)
+	})
+	switch {
+	case errors.Is(err, sequencer.ErrFutureCursor):
+		closeWithError(c, "FutureCursor", "Cursor in the future.", websocket.StatusPolicyViolation)
+	case errors.Is(err, sequencer.ErrConsumerTooSlow):
+		closeWithError(c, "ConsumerTooSlow", "Stream consumer too slow", websocket.StatusPolicyViolation)
+	default:
+		c.Close(websocket.StatusGoingAway, "")
+	}
+	return nil
+}
+
+// closeWithError sends an error frame and closes the connection, within a
+// few seconds whatever the peer does.
+func closeWithError(c *websocket.Conn, name, message string, code websocket.StatusCode) {
+	frame, err := sequencer.ErrorFrame(name, message)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c.Write(ctx, websocket.MessageBinary, frame)
+		cancel()
+	}
+	c.Close(code, name)
+}
+
+// keepAlive pings the peer until ctx ends; a peer that stops answering is
+// disconnected, which ends its subscription.
+func keepAlive(ctx context.Context, c *websocket.Conn) {
+	t := time.NewTicker(pingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, pingInterval)
+			err := c.Ping(pctx)
+			cancel()
+			if err != nil {
+				c.Close(websocket.StatusGoingAway, "ping timeout")
+				return
+			}
+		}
+	}
+}
