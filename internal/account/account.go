@@ -52,6 +52,9 @@ type Store interface {
 	ByHandle(ctx context.Context, handle syntax.Handle) (Account, error)
 	// List returns accounts ordered by DID, after cursor (exclusive).
 	List(ctx context.Context, cursor string, limit int) ([]Account, error)
+	// AppendEvents appends events for did in one transaction and returns
+	// their sequence numbers.
+	AppendEvents(ctx context.Context, did syntax.DID, events []sequencer.Event) ([]int64, error)
 	// SetStatus changes the status of did and appends events, in one
 	// transaction. It reports whether the status changed; events are only
 	// appended when it did.
@@ -334,4 +337,22 @@ func (s *Service) Available(ctx context.Context, did syntax.DID) (Account, error
 	default:
 		return a, pdserr.New(pdserr.RepoDeactivated, "Repo has been deactivated: %s", did)
 	}
+}
+
+// EmitIdentity appends an #identity event for did (with its handle), so that
+// consumers refresh their view of its identity. It returns the event's seq.
+func (s *Service) EmitIdentity(ctx context.Context, did syntax.DID) (int64, error) {
+	a, err := s.Get(ctx, did)
+	if err != nil {
+		return 0, err
+	}
+	ev, err := sequencer.Identity(did, a.Handle.String(), s.now())
+	if err != nil {
+		return 0, err
+	}
+	seqs, err := s.store.AppendEvents(ctx, did, []sequencer.Event{ev})
+	if err != nil {
+		return 0, fmt.Errorf("emit identity: %w", err)
+	}
+	return seqs[0], nil
 }

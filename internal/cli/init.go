@@ -199,7 +199,25 @@ func fillInitDefaults(c *config.Config, o *initOptions) error {
 		c.PLCURL = config.DefaultPLCURL
 	}
 	c.PLCURL = strings.TrimRight(c.PLCURL, "/")
+	if len(c.Crawlers) == 0 && publicHostname(c.Hostname) {
+		c.Crawlers = []string{config.DefaultCrawler}
+	}
 	return nil
+}
+
+// publicHostname reports whether relays on the internet could reach a
+// server by this name, i.e. it is not a local or reserved name.
+func publicHostname(h string) bool {
+	h = strings.ToLower(h)
+	if !strings.Contains(h, ".") {
+		return false
+	}
+	for _, tld := range []string{".test", ".local", ".localhost", ".internal", ".example", ".invalid", ".lan", ".home.arpa"} {
+		if strings.HasSuffix(h, tld) {
+			return false
+		}
+	}
+	return true
 }
 
 // generateSecrets fills every missing secret, recording new ones in res so

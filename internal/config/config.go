@@ -37,6 +37,8 @@ const (
 	DefaultPort    = 2583
 	DefaultBind    = "127.0.0.1"
 	DefaultPLCURL  = "https://plc.directory"
+	// DefaultCrawler is the relay init asks to crawl public servers.
+	DefaultCrawler = "https://bsky.network"
 )
 
 // Settings are the public settings, stored in settings.json.

@@ -164,3 +164,8 @@ func (o operator) RotateSigningKey(ctx context.Context) (*KeyRotation, error) {
 	}
 	return out, nil
 }
+
+// EmitIdentity appends an #identity event for the account.
+func (o operator) EmitIdentity(ctx context.Context) (int64, error) {
+	return o.s.accounts.EmitIdentity(ctx, syntax.DID(o.s.cfg.DID))
+}

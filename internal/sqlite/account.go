@@ -103,3 +103,18 @@ func (s *AccountStore) SetStatus(ctx context.Context, did syntax.DID, from, to a
 	}
 	return changed, err
 }
+
+// AppendEvents implements account.Store.
+func (s *AccountStore) AppendEvents(ctx context.Context, did syntax.DID, events []sequencer.Event) ([]int64, error) {
+	var seqs []int64
+	err := s.db.withTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		seqs, err = s.db.appendEvents(ctx, tx, did.String(), events)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.db.eventsAppended()
+	return seqs, nil
+}

@@ -227,3 +227,16 @@ func (s *Server) handleAdminRotateSigningKey(w http.ResponseWriter, r *http.Requ
 	}
 	return writeJSON(w, out)
 }
+
+// handleAdminEmitIdentity serves app.stratus.admin.emitIdentity: an
+// #identity event for the account, which makes relays and AppViews
+// re-resolve its DID document and handle.
+func (s *Server) handleAdminEmitIdentity(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
+	seq, err := s.deps.Operator.EmitIdentity(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, struct {
+		Seq int64 `json:"seq"`
+	}{seq})
+}

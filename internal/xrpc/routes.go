@@ -26,6 +26,7 @@ func (s *Server) xrpcRoutes() map[string]route {
 		"app.stratus.admin.setPassword":      {method: post, auth: authAdmin, handle: s.handleAdminSetPassword},
 		"app.stratus.admin.rotateAdminToken": {method: post, auth: authAdmin, handle: s.handleAdminRotateAdminToken},
 		"app.stratus.admin.rotateSigningKey": {method: post, auth: authAdmin, handle: s.handleAdminRotateSigningKey},
+		"app.stratus.admin.emitIdentity":     {method: post, auth: authAdmin, handle: s.handleAdminEmitIdentity},
 
 		// com.atproto.identity
 		"com.atproto.identity.resolveHandle": {method: get, handle: s.handleIdentityResolveHandle},

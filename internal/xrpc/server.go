@@ -82,6 +82,7 @@ type Operator interface {
 	SetPassword(ctx context.Context, password string) (*Rotation, error)
 	RotateAdminToken(ctx context.Context) (*Rotation, error)
 	RotateSigningKey(ctx context.Context) (*KeyRotation, error)
+	EmitIdentity(ctx context.Context) (seq int64, err error)
 }
 
 // Rotation is the answer of a secret rotation. Warning is set when a flag
