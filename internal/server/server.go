@@ -257,6 +257,9 @@ func (s *Server) Repos() *repo.Service { return s.repos }
 // Accounts returns the account service.
 func (s *Server) Accounts() *account.Service { return s.accounts }
 
+// Hub returns the firehose hub.
+func (s *Server) Hub() *sequencer.Hub { return s.hub }
+
 // Close stops serving (waiting up to ten seconds for requests in flight)
 // and closes storage.
 func (s *Server) Close() error {
