@@ -245,8 +245,9 @@ func (h *Hub) Stream(ctx context.Context, cursor *int64, send func(ctx context.C
 				continue
 			}
 			if f.seq > last+1 {
-				var err error
-				if last, err = h.backfill(ctx, sub, last, f.seq-1, send); err != nil {
+				// Live events were dropped while this subscriber was
+				// backfilling; storage has them.
+				if _, err := h.backfill(ctx, sub, last, f.seq-1, send); err != nil {
 					return err
 				}
 			}
