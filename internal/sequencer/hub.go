@@ -56,17 +56,28 @@ type Hub struct {
 }
 
 type subscriber struct {
-	ch     chan frame
-	live   atomic.Bool // false while backfilling: overflow is then refilled from storage
-	slow   chan struct{}
-	once   sync.Once
-	cancel context.CancelFunc
+	ch   chan frame
+	live atomic.Bool // false while backfilling: overflow is then refilled from storage
+	// dropped records, under Hub.mu, that a frame was dropped while not live.
+	dropped bool
+	slow    chan struct{}
+	once    sync.Once
+	cancel  context.CancelFunc
 }
 
+// slowGrace is how long a subscriber flagged as too slow may stay blocked
+// in a send before the send is cancelled.
+const slowGrace = 2 * time.Second
+
+// markSlow flags a subscriber that fell a whole buffer behind. A stream
+// that is still reading notices between two sends and ends with
+// ErrConsumerTooSlow, so the transport can still send the error frame; one
+// blocked in a send (a peer that reads nothing) has it cancelled after
+// slowGrace.
 func (s *subscriber) markSlow() {
 	s.once.Do(func() {
 		close(s.slow)
-		s.cancel()
+		time.AfterFunc(slowGrace, s.cancel)
 	})
 }
 
@@ -165,6 +176,8 @@ func (h *Hub) broadcast(f frame) {
 		default:
 			if s.live.Load() {
 				s.markSlow()
+			} else {
+				s.dropped = true
 			}
 			// While backfilling, a full buffer only means the subscriber
 			// will read the missed events from storage.
@@ -193,9 +206,9 @@ func (h *Hub) unsubscribe(s *subscriber) {
 // subscription is registered before the backfill starts, and any event
 // the live buffer could not hold is read from storage. A cursor older than
 // the retained events gets an #info OutdatedCursor frame first; a cursor
-// past the latest seq gets ErrFutureCursor. send must return promptly once
-// its context is cancelled; a subscriber that falls more than the buffer
-// behind live events gets ErrConsumerTooSlow.
+// past the latest seq gets ErrFutureCursor. send must not block without
+// bound (the transport applies a write timeout); a subscriber that falls
+// more than the buffer behind live events gets ErrConsumerTooSlow.
 func (h *Hub) Stream(ctx context.Context, cursor *int64, send func(ctx context.Context, data []byte) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -214,7 +227,11 @@ func (h *Hub) Stream(ctx context.Context, cursor *int64, send func(ctx context.C
 			return ErrFutureCursor
 		}
 		last = *cursor
-		if oldest > 0 && *cursor < oldest-1 {
+		first := oldest // the first seq that can still be sent
+		if first == 0 {
+			first = latest + 1
+		}
+		if *cursor < first-1 {
 			info, err := InfoFrame("OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events")
 			if err != nil {
 				return err
@@ -222,10 +239,15 @@ func (h *Hub) Stream(ctx context.Context, cursor *int64, send func(ctx context.C
 			if err := send(ctx, info); err != nil {
 				return h.sendErr(sub, err)
 			}
-			last = oldest - 1
+			last = first - 1
 		}
-		if last, err = h.backfill(ctx, sub, last, 0, send); err != nil {
-			return err
+		for {
+			if last, err = h.backfill(ctx, sub, last, 0, send); err != nil {
+				return err
+			}
+			if h.goLive(sub) {
+				break
+			}
 		}
 	}
 	sub.live.Store(true)
@@ -257,6 +279,19 @@ func (h *Hub) Stream(ctx context.Context, cursor *int64, send func(ctx context.C
 			last = f.seq
 		}
 	}
+}
+
+// goLive marks sub live, unless frames were dropped for it since the last
+// call: the caller then backfills again, since they are in storage.
+func (h *Hub) goLive(s *subscriber) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.dropped {
+		s.dropped = false
+		return false
+	}
+	s.live.Store(true)
+	return true
 }
 
 // backfill sends stored events after `after` (up to `until` when it is

@@ -2,82 +2,15 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"net/http"
-	"strings"
 	"testing"
-	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	atrepo "github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/coder/websocket"
-	cbg "github.com/whyrusleeping/cbor-gen"
 
 	"stratus/internal/pdstest"
 )
-
-type wsFrame struct {
-	Op   int64
-	T    string
-	Body []byte
-}
-
-// readFrame reads one firehose frame and splits header from body.
-func readFrame(t *testing.T, ctx context.Context, c *websocket.Conn) wsFrame {
-	t.Helper()
-	_, data, err := c.Read(ctx)
-	if err != nil {
-		t.Fatalf("read frame: %v", err)
-	}
-	r := bytes.NewReader(data)
-	var hdr struct {
-		Op int64  `cborgen:"op"`
-		T  string `cborgen:"t"`
-	}
-	// The header is a small map; decode it generically.
-	cr := cbg.NewCborReader(r)
-	maj, n, err := cr.ReadHeader()
-	if err != nil || maj != cbg.MajMap {
-		t.Fatalf("frame header: %v", err)
-	}
-	for i := uint64(0); i < n; i++ {
-		k, err := cbg.ReadStringWithMax(cr, 8)
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch k {
-		case "op":
-			maj, v, err := cr.ReadHeader()
-			if err != nil {
-				t.Fatal(err)
-			}
-			hdr.Op = int64(v)
-			if maj == cbg.MajNegativeInt {
-				hdr.Op = -1 - int64(v)
-			}
-		case "t":
-			if hdr.T, err = cbg.ReadStringWithMax(cr, 64); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	rest := data[len(data)-r.Len():]
-	return wsFrame{Op: hdr.Op, T: hdr.T, Body: rest}
-}
-
-func dial(t *testing.T, s *pdstest.Server, query string) (*websocket.Conn, context.Context) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	u := strings.Replace(s.URL(), "http://", "ws://", 1) + "/xrpc/com.atproto.sync.subscribeRepos" + query
-	c, _, err := websocket.Dial(ctx, u, nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	c.SetReadLimit(10 << 20)
-	t.Cleanup(func() { c.CloseNow() })
-	return c, ctx
-}
 
 // Ensure a subscriber replaying from 0 sees the genesis events and every
 // commit in order, each verifying with indigo, then live events.
@@ -104,13 +37,12 @@ func TestSubscribeRepos_ReplayThenLive(t *testing.T) {
 			if _, err := atrepo.VerifyCommitMessage(ctx, &ev); err != nil {
 				t.Fatalf("commit %d does not verify: %v", ev.Seq, err)
 			}
-			seqs = append(seqs, ev.Seq)
 			commits++
-		case "#identity", "#account", "#sync":
-			var probe struct{ Seq int64 }
-			_ = probe
-			seqs = append(seqs, int64(len(seqs)+1))
 		}
+		seqs = append(seqs, f.mustSeq(t))
+	}
+	if err := checkRun(seqs, 1, 6); err != nil {
+		t.Fatal(err)
 	}
 	if commits != 3 {
 		t.Fatalf("replayed %d commits, want 3", commits)

@@ -19,6 +19,9 @@ import (
 // dead peers.
 const pingInterval = 30 * time.Second
 
+// writeTimeout bounds one frame write to a subscriber.
+const writeTimeout = 15 * time.Second
+
 // handleSyncSubscribeRepos serves com.atproto.sync.subscribeRepos, the
 // firehose, over WebSocket.
 func (s *Server) handleSyncSubscribeRepos(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
@@ -46,7 +49,11 @@ func (s *Server) handleSyncSubscribeRepos(w http.ResponseWriter, r *http.Request
 	go keepAlive(ctx, c)
 
 	err = s.deps.Hub.Stream(ctx, cursor, func(ctx context.Context, data []byte) error {
-		return c.Write(ctx, websocket.MessageBinary, data)
+		// A peer that accepts nothing for this long is gone; coder/websocket
+		// closes the connection when the write times out.
+		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		defer cancel()
+		return c.Write(wctx, websocket.MessageBinary, data)
 	})
 	switch {
 	case errors.Is(err, sequencer.ErrFutureCursor):
