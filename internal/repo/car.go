@@ -254,14 +254,18 @@ func descendNode(n *mst.Node, key []byte) (child *mst.Node, value *cid.Cid) {
 // SyncCAR returns a CAR holding only the current commit block of did and the
 // commit's revision: the body of a #sync event.
 func (s *Service) SyncCAR(ctx context.Context, did syntax.DID) ([]byte, syntax.TID, error) {
-	head, err := s.Head(ctx, did)
-	if err != nil {
+	// Under the account lock, so no commit replaces (and deletes) the
+	// commit block between reading the head and reading the block.
+	st := s.state(did)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := s.load(ctx, did, st); err != nil {
 		return nil, "", err
 	}
-	data, err := s.store.Block(ctx, did, head.Commit)
+	data, err := s.store.Block(ctx, did, st.head.Commit)
 	if err != nil {
 		return nil, "", fmt.Errorf("read commit: %w", err)
 	}
-	car, err := writeCAR(head.Commit, []Block{{CID: head.Commit, Data: data}})
-	return car, head.Rev, err
+	car, err := writeCAR(st.head.Commit, []Block{{CID: st.head.Commit, Data: data}})
+	return car, st.head.Rev, err
 }

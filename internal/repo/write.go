@@ -374,8 +374,10 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		if _, err := atrepo.ApplyOp(st.tree, p.path(), val); err != nil {
 			return nil, fmt.Errorf("apply op %s: %w", p.path(), err)
 		}
+		// After every operation, not once per batch: an emptied root must
+		// not carry a stale layer into the next insert of the same batch.
+		fixRootHeight(st.tree)
 	}
-	fixRootHeight(st.tree)
 	rec := newRecorder()
 	root, err := st.tree.WriteDiffBlocks(ctx, rec)
 	if err != nil {
@@ -480,7 +482,7 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 	if ops == nil {
 		ops = []*comatproto.SyncSubscribeRepos_RepoOp{}
 	}
-	ev, err := sequencer.Commit(&comatproto.SyncSubscribeRepos_Commit{
+	msg := &comatproto.SyncSubscribeRepos_Commit{
 		Repo:     did.String(),
 		Rev:      rev.String(),
 		Since:    &since,
@@ -490,11 +492,30 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		Ops:      ops,
 		Blobs:    blobs,
 		Time:     sequencer.Timestamp(s.now()),
-	})
+	}
+	ev, err := sequencer.Commit(msg)
 	if err != nil {
 		return nil, err
 	}
 	b.Events = []sequencer.Event{ev}
+	if needsSync(ops) {
+		// indigo's verifier (which relays run) inverts ops in path order,
+		// and its MST removal can leave an emptied tree on a stale layer;
+		// a valid batch that deletes and creates across layers can then
+		// fail to verify. Such a commit is followed by #sync, which tells
+		// consumers to take the new commit as the repository's state.
+		if _, verr := atrepo.VerifyCommitMessage(ctx, msg); verr != nil {
+			car, err := writeCAR(commitBlock.CID, []Block{commitBlock})
+			if err != nil {
+				return nil, err
+			}
+			sync, err := sequencer.Sync(did, rev, car, s.now())
+			if err != nil {
+				return nil, err
+			}
+			b.Events = append(b.Events, sync)
+		}
+	}
 
 	seqs, err := s.store.Apply(ctx, b)
 	if errors.Is(err, ErrInactive) {
@@ -519,10 +540,11 @@ func (s *Service) Now() time.Time { return s.now() }
 // layer 0. Layers do not enter the encoding, so fixing them is always safe.
 func fixRootHeight(t *mst.Tree) {
 	if t.Root.IsEmpty() {
-		if t.Root.Height != 0 {
-			fresh := mst.NewEmptyTree()
-			t.Root = fresh.Root
-		}
+		// Always a fresh node: an emptied one keeps its old CID and dirty
+		// state, and a later insert of a higher-layer key would hang it
+		// below the new root as an empty child.
+		fresh := mst.NewEmptyTree()
+		t.Root = fresh.Root
 		return
 	}
 	for _, e := range t.Root.Entries {
@@ -553,4 +575,18 @@ func depth(v any) int {
 		return 0
 	}
 	return max + 1
+}
+
+// needsSync reports whether a commit's ops are of the kind indigo's inverter
+// can get wrong: several ops including a delete.
+func needsSync(ops []*comatproto.SyncSubscribeRepos_RepoOp) bool {
+	if len(ops) < 2 {
+		return false
+	}
+	for _, op := range ops {
+		if op.Action == "delete" {
+			return true
+		}
+	}
+	return false
 }
