@@ -611,3 +611,40 @@ func TestEventStore_PruneAndReplay(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Ensure a subscriber that still reads, but too slowly, ends with
+// ErrConsumerTooSlow between two sends (so the transport can send the
+// error frame) rather than with a cancelled send.
+func TestHub_SlowReaderGetsConsumerTooSlow(t *testing.T) {
+	store := newMemStore(t)
+	h, _ := newHub(t, store, 4)
+	var cancelled atomic.Bool
+	slowSend := func(ctx context.Context, data []byte) error {
+		select {
+		case <-ctx.Done():
+			cancelled.Store(true)
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond): // a slow but live reader
+			return nil
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Stream(context.Background(), nil, slowSend) }()
+	waitFor(t, "a subscriber", 5*time.Second, func() bool { return h.Subscribers() == 1 })
+	for i := 0; i < 40; i++ {
+		store.add(1)
+		h.Notify()
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, sequencer.ErrConsumerTooSlow) {
+			t.Fatalf("Stream = %v, want ErrConsumerTooSlow", err)
+		}
+		if cancelled.Load() {
+			t.Fatal("a send was cancelled: the error frame could not be delivered")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("slow reader not cut off")
+	}
+}
