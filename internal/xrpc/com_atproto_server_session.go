@@ -53,12 +53,7 @@ func (s *Server) handleServerCreateSession(w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return err
 	}
-	out, err := s.sessionOutput(r, sess.Account)
-	if err != nil {
-		return err
-	}
-	out.AccessJWT, out.RefreshJWT = sess.AccessJWT, sess.RefreshJWT
-	return writeJSON(w, out)
+	return s.writeSession(w, r, sess)
 }
 
 // handleServerRefreshSession serves com.atproto.server.refreshSession.
@@ -71,6 +66,11 @@ func (s *Server) handleServerRefreshSession(w http.ResponseWriter, r *http.Reque
 	if err != nil {
 		return err
 	}
+	return s.writeSession(w, r, sess)
+}
+
+// writeSession answers with a new session's tokens and account details.
+func (s *Server) writeSession(w http.ResponseWriter, r *http.Request, sess *auth.Session) error {
 	out, err := s.sessionOutput(r, sess.Account)
 	if err != nil {
 		return err
