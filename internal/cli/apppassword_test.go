@@ -293,9 +293,8 @@ func testAppPasswordRevokePTY(t *testing.T, bin string) {
 	// Choose the first (newest), answer no.
 	term = revoke()
 	at := term.waitText("App password to revoke", 0)
-	term.waitText("older", at)
-	term.send(keyEnter)
-	term.waitText(`Revoke the app password "newest"?`, at)
+	at = term.waitText("older", at)
+	term.press(keyEnter, `Revoke the app password "newest"?`, at)
 	term.send("n")
 	if code, stdout := term.wait(); code != 0 || stdout != "Nothing revoked.\n" {
 		t.Errorf("answering no: exit %d, stdout %q\nterminal:\n%s", code, stdout, term.text())
@@ -310,11 +309,10 @@ func testAppPasswordRevokePTY(t *testing.T, bin string) {
 	// Choose the third, answer yes.
 	term = revoke()
 	at = term.waitText("App password to revoke", 0)
-	term.waitText("older", at)
-	term.send(keyDown)
-	term.send(keyDown)
-	term.send(keyEnter)
-	term.waitText(`Revoke the app password "older"?`, at)
+	at = term.waitText("older", at)
+	at = term.press(keyDown, "> newer", at)
+	at = term.press(keyDown, "> older", at)
+	term.press(keyEnter, `Revoke the app password "older"?`, at)
 	term.send("y")
 	if code, stdout := term.wait(); code != 0 || stdout != "Revoked \"older\"; ended 0 active session(s).\n" {
 		t.Errorf("answering yes: exit %d, stdout %q\nterminal:\n%s", code, stdout, term.text())

@@ -245,9 +245,45 @@ func (p *ptyProc) waitText(s string, from int) int {
 	return 0
 }
 
-// send types keys on the terminal.
+// tryText is waitText without failing: it reports whether s appeared
+// within d.
+func (p *ptyProc) tryText(s string, from int, d time.Duration) (int, bool) {
+	deadline := time.Now().Add(d)
+	for {
+		txt := p.text()
+		if from > len(txt) {
+			from = len(txt)
+		}
+		if i := strings.Index(txt[from:], s); i >= 0 {
+			return from + i + len(s), true
+		}
+		if time.Now().After(deadline) {
+			return from, false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// press types key until the terminal shows want, retrying a few times: a
+// key typed while the program is still switching the terminal to raw mode
+// can be discarded by the terminal driver.
+func (p *ptyProc) press(key, want string, from int) int {
+	p.t.Helper()
+	for attempt := 0; attempt < 5; attempt++ {
+		p.send(key)
+		if at, ok := p.tryText(want, from, 2*time.Second); ok {
+			return at
+		}
+	}
+	return p.waitText(want, from)
+}
+
+// send types keys on the terminal. It first lets the program settle: keys
+// that arrive while a prompt is still starting up can be dropped (or an
+// escape sequence split), which made these tests flaky on a loaded machine.
 func (p *ptyProc) send(keys string) {
 	p.t.Helper()
+	time.Sleep(100 * time.Millisecond)
 	if _, err := p.ptmx.Write([]byte(keys)); err != nil {
 		p.t.Fatalf("type %q: %v", keys, err)
 	}
