@@ -731,7 +731,11 @@ func TestFirehose_StalledSubscriber(t *testing.T) {
 	}
 	slowest := slices.Max(durations)
 	t.Logf("stalled subscriber dropped after %d writes; %d writes in all, median %v, slowest %v", cutAt, len(durations), median(durations), slowest)
-	if slowest > 200*time.Millisecond {
+	// A writer held up by the stalled subscriber would wait for the
+	// subscriber's write timeout or the slow-consumer grace (seconds); a
+	// loaded machine under -race still writes 16 KB records well within
+	// one second.
+	if slowest > time.Second {
 		t.Errorf("slowest write took %v", slowest)
 	}
 	final := s.LastSeq(t)
