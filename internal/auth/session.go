@@ -126,9 +126,6 @@ func NewSessions(ctx context.Context, tokens *Tokens, store SessionStore, accoun
 	return s, nil
 }
 
-// Tokens returns the token signer.
-func (s *Sessions) Tokens() *Tokens { return s.tokens }
-
 // Session is the result of a login or refresh.
 type Session struct {
 	Account    account.Account

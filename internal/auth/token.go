@@ -88,9 +88,6 @@ func (t *Tokens) SetSecret(secret string) {
 	t.secret.Store(&b)
 }
 
-// Audience is the aud claim of every token.
-func (t *Tokens) Audience() string { return t.aud }
-
 func (t *Tokens) sign(typ string, c Claims) (string, error) {
 	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
 	tok.Header["typ"] = typ

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
@@ -528,9 +527,6 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 	st.nodes = nil
 	return &Outcome{Commit: &CommitRef{CID: head.Commit, Rev: rev}, Seq: seqs}, nil
 }
-
-// now is used by callers that build events outside a commit.
-func (s *Service) Now() time.Time { return s.now() }
 
 // fixRootHeight repairs the layer recorded on the root node after removals.
 // indigo's Remove can leave an emptied root, or a root whose higher entries

@@ -248,9 +248,6 @@ func (s *Server) housekeeping(ctx context.Context) {
 // Port returns the port the server listens on.
 func (s *Server) Port() int { return s.http.Port() }
 
-// Handler returns the HTTP handler, for tests that drive it directly.
-func (s *Server) Handler() *xrpc.Server { return s.handler }
-
 // Repos returns the repository engine.
 func (s *Server) Repos() *repo.Service { return s.repos }
 

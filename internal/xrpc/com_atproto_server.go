@@ -24,6 +24,15 @@ func (s *Server) selfDID(p *auth.Principal) (syntax.DID, error) {
 	return "", pdserr.New(pdserr.InvalidRequest, "No account to act as")
 }
 
+// selfAccount returns the account a principal acts as (see selfDID).
+func (s *Server) selfAccount(r *http.Request, p *auth.Principal) (account.Account, error) {
+	did, err := s.selfDID(p)
+	if err != nil {
+		return account.Account{}, err
+	}
+	return s.deps.Accounts.Get(r.Context(), did)
+}
+
 // didDocument builds the DID document the server publishes for a local
 // account.
 func (s *Server) didDocument(ctx context.Context, a account.Account) (identity.Document, error) {
@@ -107,14 +116,11 @@ func (s *Server) handleServerDeactivateAccount(w http.ResponseWriter, r *http.Re
 
 // handleServerCheckAccountStatus serves com.atproto.server.checkAccountStatus.
 func (s *Server) handleServerCheckAccountStatus(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	did, err := s.selfDID(p)
+	a, err := s.selfAccount(r, p)
 	if err != nil {
 		return err
 	}
-	a, err := s.deps.Accounts.Get(r.Context(), did)
-	if err != nil {
-		return err
-	}
+	did := a.DID
 	head, err := s.deps.Repos.Head(r.Context(), did)
 	if err != nil {
 		return err

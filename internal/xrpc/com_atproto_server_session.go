@@ -81,11 +81,7 @@ func (s *Server) writeSession(w http.ResponseWriter, r *http.Request, sess *auth
 
 // handleServerGetSession serves com.atproto.server.getSession.
 func (s *Server) handleServerGetSession(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	did, err := s.selfDID(p)
-	if err != nil {
-		return err
-	}
-	a, err := s.deps.Accounts.Get(r.Context(), did)
+	a, err := s.selfAccount(r, p)
 	if err != nil {
 		return err
 	}
