@@ -13,7 +13,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -109,7 +108,18 @@ var Defaults = Options{
 	RequestTimeout: 60 * time.Second,
 }
 
-func (o *Options) fill() error {
+// OptionsError is an impossible combination of options.
+type OptionsError struct{ Msg string }
+
+func (e *OptionsError) Error() string { return e.Msg }
+
+func optionsError(format string, args ...any) error {
+	return &OptionsError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// Check fills in default counts and reports impossible scenario options
+// (an *OptionsError), without looking at the server or the account.
+func (o *Options) Check() error {
 	d := Defaults
 	setInt := func(p *int, def int) {
 		if *p == 0 {
@@ -138,26 +148,33 @@ func (o *Options) fill() error {
 	}
 	for _, n := range []int{o.Records, o.Writers, o.PerWriter, o.Readers, o.MaxReads, o.ExportRuns, o.Subscribers, o.Blobs, o.BlobSize, o.Batches, o.BatchSize} {
 		if n < 0 {
-			return errors.New("counts must be positive")
+			return optionsError("counts must be positive")
 		}
 	}
 	if o.BatchSize > MaxBatch {
-		return fmt.Errorf("batch size %d is more than applyWrites takes (%d)", o.BatchSize, MaxBatch)
+		return optionsError("batch size %d is more than applyWrites takes (%d)", o.BatchSize, MaxBatch)
 	}
 	if o.ReadTime < 0 || o.MaxTime < 0 || o.RequestTimeout < 0 {
-		return errors.New("durations must be positive")
+		return optionsError("durations must be positive")
 	}
 	for _, s := range o.Skip {
 		if !slices.Contains(ScenarioNames, s) {
-			return fmt.Errorf("unknown scenario %q (scenarios: %s)", s, strings.Join(ScenarioNames, ", "))
+			return optionsError("unknown scenario %q (scenarios: %s)", s, strings.Join(ScenarioNames, ", "))
 		}
+	}
+	return nil
+}
+
+func (o *Options) fill() error {
+	if err := o.Check(); err != nil {
+		return err
 	}
 	u, err := url.Parse(o.Server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("server %q is not an http:// or https:// URL", o.Server)
+		return optionsError("server %q is not an http:// or https:// URL", o.Server)
 	}
 	if o.Identifier == "" || o.Password == "" {
-		return errors.New("an identifier and a password are needed to create a session")
+		return optionsError("an identifier and a password are needed to create a session")
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -51,6 +52,9 @@ port). Any failed request makes the command exit 1, after the report.`,
 				o.Password = e.Getenv("PDS_BENCH_PASSWORD")
 			}
 			ctx := cmd.Context()
+			if err := o.Check(); err != nil {
+				return usageError{err.Error()}
+			}
 			if local {
 				if o.Server != "" || o.Identifier != "" || o.Password != "" || o.PID != 0 || pprofURL != "" {
 					return usageError{"--local starts its own server: --server, --identifier, --password, --pid and --pprof-url do not apply"}
@@ -94,6 +98,9 @@ port). Any failed request makes the command exit 1, after the report.`,
 			}
 			o.Progress = e.Stderr
 			rep, err := bench.Run(ctx, o)
+			if oe := (*bench.OptionsError)(nil); errors.As(err, &oe) {
+				return usageError{oe.Msg}
+			}
 			if err != nil {
 				return err
 			}
