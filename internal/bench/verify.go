@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/identity"
 	atrepo "github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/bluesky-social/indigo/atproto/repo/mst"
+	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
 	"github.com/ipld/go-car"
 )
@@ -40,6 +42,26 @@ func signingKey(doc json.RawMessage) (atcrypto.PublicKey, error) {
 		return nil, nil
 	}
 	return k, err
+}
+
+// resolveKey resolves did (did:plc through the PLC directory, did:web over
+// HTTPS) and returns its atproto signing key.
+func resolveKey(ctx context.Context, did, plcURL string) (atcrypto.PublicKey, error) {
+	d, err := syntax.ParseDID(did)
+	if err != nil {
+		return nil, err
+	}
+	if plcURL == "" {
+		plcURL = "https://plc.directory"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	dir := &identity.BaseDirectory{PLCURL: plcURL, SkipHandleVerification: true}
+	ident, err := dir.LookupDID(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return ident.PublicKey()
 }
 
 // verifyExport checks a full-repository CAR with indigo: every block

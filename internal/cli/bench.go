@@ -124,6 +124,7 @@ port). Any failed request makes the command exit 1, after the report.`,
 	f.StringVar(&o.Identifier, "identifier", "", "handle or DID of the account to log in as (a throwaway account)")
 	f.StringVar(&o.Password, "password", "", "its password or an app password (env PDS_BENCH_PASSWORD)")
 	f.StringVar(&o.RateLimitBypass, "ratelimit-bypass", "", "value of the x-ratelimit-bypass header, for servers that exempt trusted load tests")
+	f.StringVar(&o.PLCURL, "plc-url", "", "PLC directory for finding the account's signing key when createSession returns no DID document (default https://plc.directory)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON instead of a markdown table")
 	f.StringVar(&profileDir, "profile", "", "write CPU profiles of the server per scenario and a heap profile to this directory")
 	f.StringVar(&pprofURL, "pprof-url", "", "debug listener of a server started with --debug-addr, for --profile without --local")
