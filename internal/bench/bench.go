@@ -273,6 +273,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if r.mem != nil {
 		r.report.RSS = r.mem.finish()
 	}
+	r.report.Budget = budget(r.report.Results)
 	if err := ctx.Err(); err != nil {
 		r.report.Notes = append(r.report.Notes, "run interrupted: "+err.Error())
 		r.report.Errors++

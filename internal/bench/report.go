@@ -28,6 +28,8 @@ type Report struct {
 	Errors int `json:"errors"`
 	// Notes are remarks about the whole run (e.g. a scenario skipped).
 	Notes []string `json:"notes,omitempty"`
+	// Budget compares the figures with the project's performance budget.
+	Budget []BudgetLine `json:"budget,omitempty"`
 }
 
 // Machine describes where the load generator ran.
@@ -56,6 +58,8 @@ type Result struct {
 	Unit      string  `json:"unit"`
 	Latency   Latency `json:"latency"`
 	Bytes     int64   `json:"bytes,omitempty"`
+	// Records is the size of the repository an export held.
+	Records int `json:"records,omitempty"`
 	// RSSKB is the server's resident memory right after the operation.
 	RSSKB int64    `json:"rssKB,omitempty"`
 	Notes []string `json:"notes,omitempty"`
@@ -138,6 +142,16 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "- %s\n", n)
+	}
+	if len(r.Budget) > 0 {
+		b.WriteString("\n| budget | measured | met |\n|---|---:|---|\n")
+		for _, l := range r.Budget {
+			met := "yes"
+			if !l.Met {
+				met = "**no**"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", l.Budget, l.Measured, met)
+		}
 	}
 	if r.Errors > 0 {
 		fmt.Fprintf(&b, "\n**%d requests failed.**\n", r.Errors)

@@ -203,6 +203,7 @@ func (r *run) export(ctx context.Context) []Result {
 	t := &tally{}
 	deadline := time.Now().Add(r.opts.MaxTime)
 	var size int64
+	var records int
 	var notes []string
 	var busy time.Duration // time in requests, without the verification
 	for i := 0; i < r.opts.ExportRuns && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
@@ -217,6 +218,7 @@ func (r *run) export(ctx context.Context) []Result {
 			if verr != nil {
 				err = &RequestError{Method: "com.atproto.sync.getRepo", Status: http.StatusOK, Msg: "export does not verify: " + verr.Error()}
 			} else {
+				records = chk.Records
 				sig := "signature verified against the DID document's key"
 				if !chk.Signature {
 					sig = "signature not checked (no key)"
@@ -228,7 +230,7 @@ func (r *run) export(ctx context.Context) []Result {
 		t.add(d, err)
 	}
 	res := t.result("getRepo, full export", "MB/s", busy, float64(size)/1e6)
-	res.Bytes = size
+	res.Bytes, res.Records = size, records
 	res.Notes = append(notes, stoppedEarly(res.Count+res.Errors, r.opts.ExportRuns, r.opts.MaxTime)...)
 	return []Result{res}
 }
