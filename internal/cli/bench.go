@@ -52,6 +52,14 @@ port). Any failed request makes the command exit 1, after the report.`,
 				o.Password = e.Getenv("PDS_BENCH_PASSWORD")
 			}
 			ctx := cmd.Context()
+			// Zero means "the default" to the bench package; on the
+			// command line it is a mistake.
+			for _, name := range []string{"records", "writers", "per-writer", "readers", "read-time", "max-reads", "exports",
+				"subscribers", "blobs", "blob-size", "batches", "batch-size", "max-time", "timeout"} {
+				if v := cmd.Flags().Lookup(name).Value.String(); v == "0" || v == "0s" || strings.HasPrefix(v, "-") {
+					return usageError{fmt.Sprintf("--%s must be positive (use --skip to leave a scenario out)", name)}
+				}
+			}
 			if err := o.Check(); err != nil {
 				return usageError{err.Error()}
 			}

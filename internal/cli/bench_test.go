@@ -270,6 +270,9 @@ func TestBenchUsage(t *testing.T) {
 		{"bench", "--local", "--server", "http://127.0.0.1:1"},
 		{"bench", "--local", "--skip", "nope"},
 		{"bench", "--local", "--batch-size", "201"},
+		{"bench", "--local", "--records", "0"},
+		{"bench", "--local", "--read-time", "0s"},
+		{"bench", "--local", "--writers", "-1"},
 		{"bench", "--server", "http://127.0.0.1:1", "--identifier", "a", "--password", "p", "--profile", t.TempDir()},
 		{"bench", "--server", "http://127.0.0.1:1", "--identifier", "a", "--password", "p", "--serve-arg", "--x"},
 	} {
