@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -70,12 +71,14 @@ func TestVerifyExport(t *testing.T) {
 		{"another key", car, s.DID(), otherPub, "signature"},
 		{"another account", car, "did:web:other.test", key, "want did:web:other.test"},
 		{"a corrupted block", flipped, s.DID(), key, "read CAR block"},
-		{"truncated", car[:len(car)/2], s.DID(), key, "read CAR block"},
+		// Cut mid-block the reader fails; cut between blocks records or
+		// MST nodes are missing.
+		{"truncated", car[:len(car)/2], s.DID(), key, "read CAR block|missing|MST|load repository"},
 		{"not a CAR", []byte("{}"), s.DID(), key, "header"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := verifyExport(t.Context(), tt.car, tt.did, tt.key)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
+			if err == nil || !slices.ContainsFunc(strings.Split(tt.want, "|"), func(w string) bool { return strings.Contains(err.Error(), w) }) {
 				t.Errorf("err = %v, want one mentioning %q", err, tt.want)
 			}
 		})
