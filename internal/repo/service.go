@@ -333,3 +333,15 @@ func (s *Service) Resign(ctx context.Context, did syntax.DID, extra func(Head, [
 	st.head = head
 	return head, nil
 }
+
+// Verify reloads did's tree from storage and runs every check a first use
+// runs: the tree rebuilt from the index has the signed data root, the
+// commit block is sound and every indexed record has its block. The server
+// calls it on start, so a damaged repository is refused at once.
+func (s *Service) Verify(ctx context.Context, did syntax.DID) error {
+	st := s.state(did)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.tree = nil
+	return s.load(ctx, did, st)
+}

@@ -72,3 +72,28 @@ func (db *DB) LatestSeq(ctx context.Context) (int64, error) {
 	_, latest, err := db.Events().SeqBounds(ctx)
 	return latest, err
 }
+
+// QuickCheck runs PRAGMA quick_check (integrity_check without the index
+// cross-checks, so about as fast as reading the file once) and returns its
+// complaints; none when the file is sound.
+func (db *DB) QuickCheck(ctx context.Context) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, "PRAGMA quick_check")
+	if err != nil {
+		return nil, fmt.Errorf("quick_check: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return out, fmt.Errorf("quick_check: %w", err)
+		}
+		if line != "ok" {
+			out = append(out, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("quick_check: %w", err)
+	}
+	return out, nil
+}
