@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
 // SnapshotTo writes a consistent copy of the database at src to the new
@@ -17,15 +18,16 @@ func SnapshotTo(ctx context.Context, src, dest string) error {
 	if _, err := os.Stat(dest); err == nil {
 		return fmt.Errorf("snapshot: %s already exists", dest)
 	}
-	in, err := Inspect(ctx, src, false)
-	if err != nil {
-		return err
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("%w at %s", ErrNoDatabase, src)
 	}
-	defer in.Close()
-	// VACUUM INTO cannot run inside a transaction; run it on its own
-	// connection, which takes its own snapshot.
-	in.tx.Rollback()
-	if _, err := in.db.ExecContext(ctx, "VACUUM INTO ?", dest); err != nil {
+	// Not query_only: that pragma also forbids writing the copy.
+	db, err := sql.Open("sqlite", "file:"+filepath.ToSlash(src)+"?mode=rw&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return fmt.Errorf("open db: %w", err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", dest); err != nil {
 		os.Remove(dest)
 		return fmt.Errorf("snapshot database: %w", err)
 	}

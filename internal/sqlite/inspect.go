@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"stratus/internal/integrity"
@@ -104,8 +105,11 @@ func (in *Inspector) IntegrityCheck(ctx context.Context) ([]string, error) {
 			rows.Close()
 			return nil, err
 		}
-		if line != "ok" {
-			out = append(out, line)
+		// The driver may return several complaints in one row.
+		for _, l := range strings.Split(line, "\n") {
+			if l = strings.TrimSpace(l); l != "" && l != "ok" && !strings.HasPrefix(l, "*** in database") {
+				out = append(out, l)
+			}
 		}
 	}
 	rows.Close()
@@ -131,8 +135,14 @@ func (in *Inspector) IntegrityCheck(ctx context.Context) ([]string, error) {
 			}
 		}
 	}
+	if len(out) > maxComplaints {
+		out = append(out[:maxComplaints], fmt.Sprintf("... and %d more complaints", len(out)-maxComplaints))
+	}
 	return out, nil
 }
+
+// maxComplaints bounds the integrity_check lines reported.
+const maxComplaints = 40
 
 // Accounts lists every account.
 func (in *Inspector) Accounts(ctx context.Context) ([]integrity.Account, error) {
