@@ -104,8 +104,6 @@ func fill(ctx context.Context, dataDir, dir, version string, keys integrity.KeyF
 			return nil, err
 		}
 	}
-	// TODO(blobs): copy the blob files the snapshot references, after the
-	// snapshot so that no reference in it can dangle.
 	m, err := Verify(ctx, dir, keys)
 	if err != nil {
 		return nil, err
