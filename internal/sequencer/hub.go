@@ -172,6 +172,21 @@ func (h *Hub) run(ctx context.Context) {
 
 // pump broadcasts every stored event after h.last.
 func (h *Hub) pump(ctx context.Context) error {
+	if h.Subscribers() == 0 {
+		// Nobody to send to: skip reading and encoding the events. A
+		// subscriber that joins meanwhile starts from an older seq and
+		// reads what it missed from storage.
+		_, latest, err := h.store.SeqBounds(ctx)
+		if err != nil {
+			return err
+		}
+		h.mu.Lock()
+		if len(h.subs) == 0 && latest > h.last {
+			h.last = latest
+		}
+		h.mu.Unlock()
+		return nil
+	}
 	for {
 		evs, err := h.store.EventsAfter(ctx, h.lastSeq(), PageSize)
 		if err != nil {
