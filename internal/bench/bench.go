@@ -59,6 +59,7 @@ type Options struct {
 	// https://plc.directory.
 	PLCURL string
 
+	Warmup      int           // unmeasured createRecord calls before scenario 1
 	Records     int           // 1: sequential createRecord calls (also the writes of 5)
 	Writers     int           // 2: concurrent writers
 	PerWriter   int           // 2: createRecord calls per writer
@@ -93,10 +94,11 @@ type Options struct {
 	Progress io.Writer
 }
 
-// Defaults are the counts of a run with no scenario flags: 10,000 records
-// in all (1,000 + 1,000 with subscribers + 4×500 + 30×200), so scenarios 3
-// and 4 read a 10,000-record repository.
+// Defaults are the counts of a run with no scenario flags: 10,100 records
+// in all (100 to warm up, then 1,000 + 1,000 with subscribers + 4×500 +
+// 30×200), so scenarios 3 and 4 read a repository of about 10,000 records.
 var Defaults = Options{
+	Warmup:         100,
 	Records:        1000,
 	Writers:        4,
 	PerWriter:      500,
@@ -131,6 +133,7 @@ func (o *Options) Check() error {
 			*p = def
 		}
 	}
+	setInt(&o.Warmup, d.Warmup)
 	setInt(&o.Records, d.Records)
 	setInt(&o.Writers, d.Writers)
 	setInt(&o.PerWriter, d.PerWriter)
@@ -151,7 +154,7 @@ func (o *Options) Check() error {
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = d.RequestTimeout
 	}
-	for _, n := range []int{o.Records, o.Writers, o.PerWriter, o.Readers, o.MaxReads, o.ExportRuns, o.Subscribers, o.Blobs, o.BlobSize, o.Batches, o.BatchSize} {
+	for _, n := range []int{o.Warmup, o.Records, o.Writers, o.PerWriter, o.Readers, o.MaxReads, o.ExportRuns, o.Subscribers, o.Blobs, o.BlobSize, o.Batches, o.BatchSize} {
 		if n < 0 {
 			return optionsError("counts must be positive")
 		}
@@ -222,6 +225,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}
 	r.startSampler()
+	r.warmup(ctx)
 
 	steps := []struct {
 		name string
@@ -279,6 +283,24 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		r.report.Errors++
 	}
 	return r.report, nil
+}
+
+// warmup writes a few records first, unmeasured, so that scenario 1 does
+// not pay alone for cold caches, connection set-up and the server's first
+// garbage collections, and scenarios 1 and 5 compare fairly.
+func (r *run) warmup(ctx context.Context) {
+	if r.opts.Warmup <= 0 || ctx.Err() != nil {
+		return
+	}
+	r.progress("warm-up: %d createRecord calls", r.opts.Warmup)
+	t, _ := r.sequentialCreates(ctx, "warmup", r.opts.Warmup, nil)
+	res := t.result("", "", 0, 1)
+	note := fmt.Sprintf("warm-up: %d createRecord calls before scenario 1, not measured", res.Count)
+	if res.Errors > 0 {
+		note += fmt.Sprintf("; %d failed, the first: %s", res.Errors, res.FirstError)
+		r.report.Errors += res.Errors
+	}
+	r.report.Notes = append(r.report.Notes, note)
 }
 
 func (r *run) progress(format string, args ...any) {

@@ -27,7 +27,8 @@ and uses only standard XRPC methods, so figures of different servers can be
 compared on one machine. Use a throwaway account: the run writes thousands
 of records to it.
 
-Scenarios (each bounded by its count and by --max-time):
+After --warmup unmeasured writes, the scenarios (each bounded by its
+count and by --max-time):
   1 create-seq         sequential createRecord (--records)
   2 create-concurrent  --writers concurrent writers × --per-writer createRecord
   3 get-record         --readers concurrent getRecord readers for --read-time
@@ -54,7 +55,7 @@ port). Any failed request makes the command exit 1, after the report.`,
 			ctx := cmd.Context()
 			// Zero means "the default" to the bench package; on the
 			// command line it is a mistake.
-			for _, name := range []string{"records", "writers", "per-writer", "readers", "read-time", "max-reads", "exports",
+			for _, name := range []string{"warmup", "records", "writers", "per-writer", "readers", "read-time", "max-reads", "exports",
 				"subscribers", "blobs", "blob-size", "batches", "batch-size", "max-time", "timeout"} {
 				if v := cmd.Flags().Lookup(name).Value.String(); v == "0" || v == "0s" || strings.HasPrefix(v, "-") {
 					return usageError{fmt.Sprintf("--%s must be positive (use --skip to leave a scenario out)", name)}
@@ -140,6 +141,7 @@ port). Any failed request makes the command exit 1, after the report.`,
 	f.StringSliceVar(&serveArgs, "serve-arg", nil, "extra flag for the --local server, e.g. --serve-arg=--sync-commits=false (repeatable)")
 	f.BoolVar(&serverLog, "server-log", false, "show the --local server's log on stderr")
 
+	f.IntVar(&o.Warmup, "warmup", o.Warmup, "unmeasured createRecord calls before scenario 1")
 	f.IntVar(&o.Records, "records", o.Records, "1, 5: sequential createRecord calls")
 	f.IntVar(&o.Writers, "writers", o.Writers, "2: concurrent writers")
 	f.IntVar(&o.PerWriter, "per-writer", o.PerWriter, "2: createRecord calls per writer")

@@ -110,7 +110,7 @@ func (si *standIn) upload(w http.ResponseWriter, r *http.Request) {
 }
 
 // tinyCounts are scenario flags that keep a run to a second or so.
-var tinyCounts = []string{"--records", "4", "--writers", "2", "--per-writer", "3", "--readers", "2",
+var tinyCounts = []string{"--warmup", "2", "--records", "4", "--writers", "2", "--per-writer", "3", "--readers", "2",
 	"--read-time", "150ms", "--max-reads", "40", "--exports", "2", "--subscribers", "3", "--blobs", "2",
 	"--blob-size", "3000", "--batches", "2", "--batch-size", "10"}
 
@@ -177,8 +177,8 @@ func TestBenchAgainstServer(t *testing.T) {
 		t.Errorf("get-record rows %+v", reads)
 	}
 	if ex := rows[bench.Export]; len(ex) == 1 {
-		// 4 + 4 (+1 probe) + 6 + 20 posts.
-		if notes := strings.Join(ex[0].Notes, " "); !strings.Contains(notes, " 35 records") || !strings.Contains(notes, "signature verified") {
+		// 2 to warm up + 4 + 4 (+1 probe) + 6 + 20 posts.
+		if notes := strings.Join(ex[0].Notes, " "); !strings.Contains(notes, " 37 records") || !strings.Contains(notes, "signature verified") {
 			t.Errorf("export notes: %s", notes)
 		}
 		if ex[0].Bytes <= 0 {
@@ -230,6 +230,7 @@ func TestBenchFailingMethod(t *testing.T) {
 		{"com.atproto.repo.getRecord", bench.GetRecord, true},
 		{"com.atproto.repo.applyWrites", bench.ApplyWrites, true},
 		{"com.atproto.sync.getRepo", bench.Export, false},
+		{"com.atproto.repo.createRecord", bench.CreateSeq, true},
 	} {
 		t.Run(tt.method, func(t *testing.T) {
 			t.Parallel()
@@ -253,6 +254,12 @@ func TestBenchFailingMethod(t *testing.T) {
 			rows := byName(rep)[tt.scenario]
 			if rep.Errors == 0 || len(rows) != 1 || rows[0].Errors == 0 || !strings.Contains(rows[0].FirstError, "500 InternalServerError: stand-in failure") {
 				t.Errorf("errors %d, rows %+v", rep.Errors, rows)
+			}
+			if tt.scenario == bench.CreateSeq {
+				if !strings.Contains(strings.Join(rep.Notes, " "), "warm-up: 0 createRecord calls") {
+					t.Errorf("notes %q do not report the failed warm-up", rep.Notes)
+				}
+				return
 			}
 			if seq := byName(rep)[bench.CreateSeq]; len(seq) != 1 || seq[0].Errors != 0 {
 				t.Errorf("other scenarios should be unaffected: %+v", seq)
