@@ -144,6 +144,10 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		db.Close()
 		return nil, err
 	}
+	if err := s.verifyStorage(ctx, did); err != nil {
+		db.Close()
+		return nil, err
+	}
 	tokens := auth.NewTokens(cfg.JWTSecret, cfg.ServiceDID().String(), nil)
 	s.sessions, err = auth.NewSessions(ctx, tokens, db.Sessions(), accounts, s, nil)
 	if err != nil {
