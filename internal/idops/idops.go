@@ -109,7 +109,7 @@ func (s *Service) ResolveHandle(ctx context.Context, raw string) (syntax.DID, er
 	}
 	did, err := s.cfg.Resolver.ResolveHandle(ctx, h)
 	if err != nil {
-		return "", pdserr.Wrap(err, pdserr.InvalidRequest, "Unable to resolve handle")
+		return "", pdserr.Wrap(err, pdserr.HandleNotFound, "Unable to resolve handle")
 	}
 	return did, nil
 }

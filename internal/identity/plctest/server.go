@@ -239,7 +239,7 @@ func (s *Server) handleUpdate(w http.ResponseWriter, did syntax.DID, op identity
 	defer s.mu.Unlock()
 	prev, ok := s.ops[did]
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("DID not registered: %s", did))
+		writeError(w, http.StatusBadRequest, "Invalid operation: not a genesis operation: prev is set, and the DID is not registered")
 		return
 	}
 	if err := op.VerifyUpdate(&prev); err != nil {
