@@ -40,6 +40,11 @@ const (
 	InvalidCursor        = "InvalidCursor"
 	DuplicateName        = "DuplicateName"
 	AccountTakedown      = "AccountTakedown"
+	UpstreamFailure      = "UpstreamFailure"
+	UpstreamTimeout      = "UpstreamTimeout"
+	BadExpiration        = "BadExpiration"
+	HandleNotAvailable   = "HandleNotAvailable"
+	InvalidHandle        = "InvalidHandle"
 )
 
 // Error is a failure with an XRPC error name and a message that is safe to
