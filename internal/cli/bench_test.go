@@ -328,3 +328,17 @@ func TestBenchLocal(t *testing.T) {
 		t.Errorf("report lists profiles %v", rep.Profiles)
 	}
 }
+
+// TestServeDebugAddrLoopbackOnly: the pprof listener never binds a
+// public interface.
+func TestServeDebugAddrLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	initDir(t, dir)
+	for _, addr := range []string{"0.0.0.0:0", "[::]:0", "192.0.2.1:6060", "nonsense"} {
+		r := run(t, nil, "serve", "--data-dir", dir, "--port", "0", "--debug-addr", addr)
+		if r.code != 2 || !strings.Contains(r.stderr, "--debug-addr") {
+			t.Errorf("--debug-addr %s: %v, want a usage error", addr, r)
+		}
+	}
+}

@@ -18,12 +18,8 @@ import (
 // `pds bench --profile` and `go tool pprof`. It never listens on a public
 // interface: profiles reveal memory contents.
 func startDebug(addr string, log *slog.Logger) (*http.Server, net.Addr, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, nil, usageError{fmt.Sprintf("--debug-addr %q: %v", addr, err)}
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, nil, usageError{fmt.Sprintf("--debug-addr %q: must be a loopback address such as 127.0.0.1:6060", addr)}
+	if err := checkDebugAddr(addr); err != nil {
+		return nil, nil, err
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -45,6 +41,18 @@ func startDebug(addr string, log *slog.Logger) (*http.Server, net.Addr, error) {
 		}
 	}()
 	return srv, ln.Addr(), nil
+}
+
+// checkDebugAddr accepts only loopback host:port addresses.
+func checkDebugAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usageError{fmt.Sprintf("--debug-addr %q: %v", addr, err)}
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return usageError{fmt.Sprintf("--debug-addr %q: must be a loopback address such as 127.0.0.1:6060", addr)}
+	}
+	return nil
 }
 
 // cpuProfile is a CPU profile started and stopped by two requests, so a

@@ -33,6 +33,14 @@ its handle and a freshly generated password once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir := dataDir(cmd, e)
+			if debugAddr == "" {
+				debugAddr = e.Getenv("PDS_DEBUG_ADDR")
+			}
+			if debugAddr != "" {
+				if err := checkDebugAddr(debugAddr); err != nil {
+					return err
+				}
+			}
 			var devPassword string
 			if dev && !config.Exists(dir) {
 				var err error
@@ -58,9 +66,6 @@ its handle and a freshly generated password once.`,
 			if devPassword != "" {
 				fmt.Fprintf(e.Stdout, "  Password (shown once)  %s\n", devPassword)
 				fmt.Fprintf(e.Stdout, "  Admin token            %s\n", c.AdminToken)
-			}
-			if debugAddr == "" {
-				debugAddr = e.Getenv("PDS_DEBUG_ADDR")
 			}
 			if debugAddr != "" {
 				dbg, at, err := startDebug(debugAddr, log)
