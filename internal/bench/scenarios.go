@@ -104,7 +104,7 @@ func (r *run) createConcurrent(ctx context.Context) []Result {
 		})
 	}
 	wg.Wait()
-	res := t.result(fmt.Sprintf("createRecord, %d writers", r.opts.Writers), "/s", time.Since(start), 1)
+	res := t.result("createRecord, "+plural(r.opts.Writers, "writer"), "/s", time.Since(start), 1)
 	res.Notes = stoppedEarly(res.Count+res.Errors, r.opts.Writers*r.opts.PerWriter, r.opts.MaxTime)
 	if r.seqPS > 0 && res.PerSecond > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("%.2f× the sequential rate", res.PerSecond/r.seqPS))
@@ -147,7 +147,7 @@ func (r *run) applyWrites(ctx context.Context) []Result {
 			r.addKeys(keys...)
 		}
 	}
-	res := t.result(fmt.Sprintf("applyWrites, %d creates per call", r.opts.BatchSize), "records/s", time.Since(start), float64(r.opts.BatchSize))
+	res := t.result("applyWrites, "+plural(r.opts.BatchSize, "create")+" per call", "records/s", time.Since(start), float64(r.opts.BatchSize))
 	res.Notes = stoppedEarly(res.Count+res.Errors, r.opts.Batches, r.opts.MaxTime)
 	return []Result{res}
 }
@@ -157,7 +157,7 @@ func (r *run) getRecord(ctx context.Context) []Result {
 	r.mu.Lock()
 	keys := append([]string(nil), r.rkeys...)
 	r.mu.Unlock()
-	title := fmt.Sprintf("getRecord, %d readers", r.opts.Readers)
+	title := "getRecord, "+plural(r.opts.Readers, "reader")
 	if len(keys) == 0 {
 		return []Result{{Title: title, Errors: 1, FirstError: "no records were written to read (were the write scenarios skipped?)"}}
 	}
@@ -311,4 +311,12 @@ func size(n int) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// plural writes "1 reader", "8 readers".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
