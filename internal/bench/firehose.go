@@ -118,8 +118,8 @@ func subscribeURL(server string) string {
 // 5: S subscribers attached while sequential createRecord calls run.
 func (r *run) firehose(ctx context.Context) []Result {
 	n := r.opts.Records
-	writeTitle := "createRecord, sequential, "+plural(r.opts.Subscribers, "subscriber")
-	deliveryTitle := "firehose delivery to "+plural(r.opts.Subscribers, "subscriber")
+	writeTitle := "createRecord, sequential, " + plural(r.opts.Subscribers, "subscriber")
+	deliveryTitle := "firehose delivery to " + plural(r.opts.Subscribers, "subscriber")
 	fail := func(err error) []Result {
 		return []Result{{Title: writeTitle}, {Title: deliveryTitle, Errors: 1, FirstError: err.Error()}}
 	}

@@ -157,7 +157,7 @@ func (r *run) getRecord(ctx context.Context) []Result {
 	r.mu.Lock()
 	keys := append([]string(nil), r.rkeys...)
 	r.mu.Unlock()
-	title := "getRecord, "+plural(r.opts.Readers, "reader")
+	title := "getRecord, " + plural(r.opts.Readers, "reader")
 	if len(keys) == 0 {
 		return []Result{{Title: title, Errors: 1, FirstError: "no records were written to read (were the write scenarios skipped?)"}}
 	}
