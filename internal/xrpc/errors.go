@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"stratus/internal/oauth"
 	"stratus/internal/pdserr"
 )
 
@@ -42,6 +43,8 @@ var statusOf = map[string]int{
 	pdserr.ServiceUnavailable:   http.StatusServiceUnavailable,
 	pdserr.InvalidCursor:        http.StatusBadRequest,
 	pdserr.AccountTakedown:      http.StatusUnauthorized,
+	InsufficientScope:           http.StatusForbidden,
+	oauth.UseDPoPNonce:          http.StatusUnauthorized,
 }
 
 // StatusOf returns the HTTP status for an XRPC error name.
@@ -71,6 +74,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		pe = pdserr.New(pdserr.InternalServerError, "Internal Server Error")
 	}
 	status := StatusOf(pe.Name)
+	setErrorHeaders(w, err)
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

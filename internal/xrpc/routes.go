@@ -27,6 +27,8 @@ func (s *Server) xrpcRoutes() map[string]route {
 		"app.stratus.admin.rotateAdminToken": {method: post, auth: authAdmin, handle: s.handleAdminRotateAdminToken},
 		"app.stratus.admin.rotateSigningKey": {method: post, auth: authAdmin, handle: s.handleAdminRotateSigningKey},
 		"app.stratus.admin.emitIdentity":     {method: post, auth: authAdmin, handle: s.handleAdminEmitIdentity},
+		"app.stratus.admin.listOAuthGrants":  {method: get, auth: authAdmin, handle: s.handleAdminListOAuthGrants},
+		"app.stratus.admin.revokeOAuthGrant": {method: post, auth: authAdmin, handle: s.handleAdminRevokeOAuthGrant},
 
 		// com.atproto.identity
 		"com.atproto.identity.resolveHandle": {method: get, handle: s.handleIdentityResolveHandle},

@@ -24,6 +24,7 @@ import (
 
 	"stratus/internal/account"
 	"stratus/internal/auth"
+	"stratus/internal/oauth"
 	"stratus/internal/pdserr"
 	"stratus/internal/ratelimit"
 	"stratus/internal/repo"
@@ -73,6 +74,8 @@ type Deps struct {
 	RateLimitBypass string
 	// Now is the clock of the rate limiters; nil means time.Now.
 	Now func() time.Time
+	// OAuth is the OAuth authorization server; nil disables OAuth.
+	OAuth *oauth.Provider
 }
 
 // Operator performs the operator's secret rotations; internal/server
@@ -160,6 +163,9 @@ func New(deps Deps) *Server {
 	s.mux.HandleFunc("GET /.well-known/atproto-did", s.handleAtprotoDID)
 	s.mux.HandleFunc("GET /robots.txt", s.handleRobots)
 	s.mux.HandleFunc("GET /{$}", s.handleHome)
+	if deps.OAuth != nil {
+		deps.OAuth.Routes(s.mux, s.limitLogin)
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, pdserr.New(pdserr.NotFound, "Not Found"))
 	})
@@ -180,6 +186,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
+	// Browser OAuth clients must read the DPoP nonce and challenges.
+	h.Set("Access-Control-Expose-Headers", "DPoP-Nonce, WWW-Authenticate")
+	if s.deps.OAuth != nil && r.Header.Get("DPoP") != "" {
+		h.Set("DPoP-Nonce", s.deps.OAuth.DPoPNonce())
+	}
 	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 		h.Set("Access-Control-Allow-Methods", "GET,HEAD,PUT,PATCH,POST,DELETE")
 		if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
@@ -233,6 +244,16 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 		if p, err = s.deps.Auth.Authenticate(r); err != nil {
 			writeError(w, r, s.log, err)
 			return
+		}
+		if p.Kind == auth.OAuth {
+			limit := rt.bodyLimit
+			if limit == 0 {
+				limit = defaultBodyLimit
+			}
+			if err := s.authorizeOAuth(w, r, nsid, limit, p); err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
 		}
 		if rt.auth == authOwner && !p.Owner() {
 			writeError(w, r, s.log, pdserr.New(pdserr.InvalidToken, "Bad token scope: app passwords cannot call %s", nsid))
