@@ -495,7 +495,9 @@ func (p *Provider) authenticateClient(c *Client, form url.Values, dpopJKT string
 }
 
 func audienceIncludes(aud any, want string) bool {
-	ok := func(s string) bool { return s == want || s == want+"/" || s == want+"/oauth/token" || s == want+"/oauth/par" }
+	ok := func(s string) bool {
+		return s == want || s == want+"/" || s == want+"/oauth/token" || s == want+"/oauth/par"
+	}
 	switch a := aud.(type) {
 	case string:
 		return ok(a)

@@ -66,7 +66,9 @@ func TestAllows(t *testing.T) {
 		{"atproto transition:generic transition:chat.bsky", func(s *Set) bool { return s.AllowsRPC("chat.bsky.convo.listConvos", appview) }, true},
 		{"atproto transition:chat.bsky", func(s *Set) bool { return s.AllowsRPC("chat.bsky.convo.listConvos", appview) }, false},
 		{"atproto rpc:app.bsky.feed.getTimeline?aud=did:web:api.bsky.app%23bsky_appview", func(s *Set) bool { return s.AllowsRPC("app.bsky.feed.getTimeline", appview) }, true},
-		{"atproto rpc:app.bsky.feed.getTimeline?aud=did:web:api.bsky.app%23bsky_appview", func(s *Set) bool { return s.AllowsRPC("app.bsky.feed.getTimeline", "did:web:evil.example#bsky_appview") }, false},
+		{"atproto rpc:app.bsky.feed.getTimeline?aud=did:web:api.bsky.app%23bsky_appview", func(s *Set) bool {
+			return s.AllowsRPC("app.bsky.feed.getTimeline", "did:web:evil.example#bsky_appview")
+		}, false},
 		{"atproto rpc:app.bsky.feed.getTimeline?aud=*", func(s *Set) bool { return s.AllowsRPC("app.bsky.feed.getTimeline", "did:web:evil.example#x") }, true},
 		{"atproto rpc:*?aud=did:web:api.bsky.app%23bsky_appview", func(s *Set) bool { return s.AllowsRPC("app.bsky.actor.getProfile", appview) }, true},
 		{"atproto rpc:app.bsky.feed.getTimeline?aud=*", func(s *Set) bool { return s.AllowsRPC("app.bsky.feed.getFeed", appview) }, false},
