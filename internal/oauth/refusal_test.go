@@ -32,6 +32,41 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("%d %s", a.status, a.raw)
 		}
 	})
+	t.Run("deny", func(t *testing.T) {
+		c := newClient(t, srv, clientID)
+		p := c.par(redirect, "atproto", nil)
+		_, csrf, cookie := c.consentPage(p.str("request_uri"))
+		a := c.submit(p.str("request_uri"), csrf, cookie, "deny", "", "")
+		loc, _ := url.Parse(a.header.Get("Location"))
+		if a.status != 303 || loc.Query().Get("error") != "access_denied" || loc.Query().Get("iss") != srv.PublicURL() || loc.Query().Get("state") != p.str("state") {
+			t.Fatalf("deny: %d %s", a.status, loc)
+		}
+		if again, _, _ := c.consentPage(p.str("request_uri")); again.status != 400 {
+			t.Fatalf("denied request shown again: %d", again.status)
+		}
+	})
+	t.Run("app password refused", func(t *testing.T) {
+		sess := srv.Login(t, srv.Handle(), pdstest.Password)
+		var ap struct {
+			Password string `json:"password"`
+		}
+		srv.Call(t, "POST", "com.atproto.server.createAppPassword", nil, map[string]any{"name": "oauth-test"}, sess.AccessJWT, &ap)
+		c := newClient(t, srv, clientID)
+		p := c.par(redirect, "atproto", nil)
+		_, csrf, cookie := c.consentPage(p.str("request_uri"))
+		if a := c.submit(p.str("request_uri"), csrf, cookie, "approve", srv.Handle(), ap.Password); a.status != 401 {
+			t.Fatalf("app password accepted: %d", a.status)
+		}
+	})
+	t.Run("prompt none", func(t *testing.T) {
+		c := newClient(t, srv, clientID)
+		p := c.par(redirect, "atproto", func(f url.Values) { f.Set("prompt", "none") })
+		page, _, _ := c.consentPage(p.str("request_uri"))
+		loc, _ := url.Parse(page.header.Get("Location"))
+		if page.status != 303 || loc.Query().Get("error") != "login_required" {
+			t.Fatalf("prompt=none: %d %s", page.status, loc)
+		}
+	})
 	t.Run("plain PKCE", func(t *testing.T) {
 		c := newClient(t, srv, clientID)
 		wantOAuthError(t, c.par(redirect, "atproto", func(f url.Values) { f.Set("code_challenge_method", "plain") }), 400, "invalid_request")
