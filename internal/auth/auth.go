@@ -14,6 +14,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"stratus/internal/pdserr"
+	"stratus/internal/scope"
 )
 
 // Kind is how a principal authenticated.
@@ -32,6 +33,9 @@ const (
 	// service JWT the account signed (inter-service auth), bound to one
 	// method. It is accepted only where a route allows it.
 	Service
+	// OAuth is a DPoP-bound OAuth access token; what it may do is its
+	// Scopes.
+	OAuth
 )
 
 // String names the kind for logs.
@@ -45,6 +49,8 @@ func (k Kind) String() string {
 		return "app-password"
 	case Service:
 		return "service"
+	case OAuth:
+		return "oauth"
 	}
 	return "unknown"
 }
@@ -57,6 +63,10 @@ type Principal struct {
 	// Privileged marks an app-password session whose app password was
 	// created privileged (it may reach chat.bsky.*).
 	Privileged bool
+	// Scopes are the granted scopes of an OAuth principal.
+	Scopes *scope.Set
+	// ClientID is the OAuth client of an OAuth principal.
+	ClientID string
 }
 
 // Owner reports whether the principal may do what only the account owner
@@ -78,7 +88,17 @@ func (p *Principal) ActsFor(did syntax.DID) bool {
 type Verifier struct {
 	adminToken atomic.Pointer[[]byte]
 	sessions   *Sessions
+	oauth      OAuthVerifier
 }
+
+// OAuthVerifier authenticates requests that carry a DPoP-bound OAuth
+// access token ("Authorization: DPoP <token>" and a DPoP proof).
+type OAuthVerifier interface {
+	VerifyAccess(r *http.Request) (*Principal, error)
+}
+
+// SetOAuth enables OAuth access tokens; call it before serving.
+func (v *Verifier) SetOAuth(o OAuthVerifier) { v.oauth = o }
 
 // NewVerifier returns a verifier that accepts adminToken as the operator's
 // credential, as "Bearer <token>" or as Basic "admin:<token>" (the form the
@@ -134,6 +154,11 @@ func (v *Verifier) Authenticate(r *http.Request) (*Principal, error) {
 		if user == "admin" && v.isAdmin([]byte(pass)) {
 			return &Principal{Kind: Admin}, nil
 		}
+	case "dpop":
+		if v.oauth != nil {
+			return v.oauth.VerifyAccess(r)
+		}
+		return nil, pdserr.New(pdserr.AuthMissing, "Unsupported authorization scheme")
 	default:
 		return nil, pdserr.New(pdserr.AuthMissing, "Unsupported authorization scheme")
 	}

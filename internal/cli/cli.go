@@ -74,7 +74,7 @@ Settings live in a data directory (--data-dir, env PDS_DATA_DIR, default
 	root.PersistentFlags().String("data-dir", "", "data directory (env PDS_DATA_DIR, default \""+config.DefaultDataDir+"\")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.AddCommand(newInitCmd(e), newServeCmd(e), newActivateCmd(e, true), newActivateCmd(e, false), newVersionCmd(e))
-	root.AddCommand(newAppPasswordCmd(e), newSecretCmd(e), newRequestCrawlCmd(e), newEmitIdentityCmd(e))
+	root.AddCommand(newAppPasswordCmd(e), newOAuthCmd(e), newSecretCmd(e), newRequestCrawlCmd(e), newEmitIdentityCmd(e))
 	root.AddCommand(newHandleCmd(e), newIdentityCmd(e))
 	root.AddCommand(newCheckCmd(e), newBackupCmd(e), newRestoreCmd(e), newExportCmd(e))
 	root.AddCommand(newBenchCmd(e))

@@ -21,6 +21,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"stratus/internal/ratelimit"
+	"stratus/internal/safehttp"
 )
 
 // File names inside the data directory.
@@ -112,6 +113,11 @@ type Config struct {
 	// Overridden records the settings given by an environment variable or
 	// a flag ("env" or "flag"), which win over the files at every start.
 	Overridden map[string]string `json:"-"`
+	// OAuthFetch relaxes the guard on fetches of OAuth client metadata
+	// (plain http, private addresses). It is never read from files, flags
+	// or the environment: only tests set it, to serve client metadata
+	// from a local test server.
+	OAuthFetch safehttp.Options `json:"-"`
 }
 
 // markOverridden records where a setting came from.

@@ -10,11 +10,13 @@ import (
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"stratus/internal/auth"
 	"stratus/internal/config"
 	"stratus/internal/identity"
 	"stratus/internal/idops"
 	"stratus/internal/proxy"
 	"stratus/internal/serviceauth"
+	"stratus/internal/xrpc"
 )
 
 // external are the services that talk to, or for, other services:
@@ -50,6 +52,11 @@ func (s *Server) externalServices(cfg *config.Config, opts Options, log *slog.Lo
 			MaxResponse: opts.ProxyMaxResponse,
 			Outbound:    opts.Outbound,
 		}, signer, nil, log),
+	}
+	// OAuth sessions may only reach the methods and services their rpc:
+	// scopes name, whether forwarded or through a minted service token.
+	ext.proxy.CheckRPC = func(_ context.Context, p *auth.Principal, lxm, aud string) error {
+		return xrpc.AuthorizeOAuthRPC(p, lxm, aud)
 	}
 	var resolver idops.HandleResolver = opts.HandleResolver
 	var cached *idops.Resolver

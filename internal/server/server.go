@@ -24,6 +24,7 @@ import (
 	"stratus/internal/config"
 	"stratus/internal/crawl"
 	"stratus/internal/idops"
+	"stratus/internal/oauth"
 	"stratus/internal/pdserr"
 	"stratus/internal/prefs"
 	"stratus/internal/ratelimit"
@@ -45,6 +46,7 @@ type Server struct {
 	cfg      *config.Config
 	sessions *auth.Sessions
 	verifier *auth.Verifier
+	oauth    *oauth.Provider
 	keys     *keys
 
 	hub   *sequencer.Hub
@@ -155,6 +157,12 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		return nil, err
 	}
 	s.verifier = auth.NewVerifier(cfg.AdminToken, s.sessions)
+	s.oauth, err = oauth.New(oauth.Config{Issuer: cfg.PublicURL, Store: db.OAuth(), Accounts: accounts, Passwords: s, Fetch: cfg.OAuthFetch, Logger: log})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.verifier.SetOAuth(s.oauth)
 
 	// Background work (firehose fan-out, pruning) lives until Close.
 	bg, cancel := context.WithCancel(context.Background())
@@ -213,6 +221,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		UserDomains: cfg.UserDomains,
 		Logger:      log,
 		Ping:        db.Ping,
+		OAuth:       s.oauth,
 	})
 	return s, nil
 }
@@ -271,6 +280,9 @@ func (s *Server) housekeeping(ctx context.Context) {
 	for {
 		if err := s.sessions.Prune(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("prune sessions", "err", err)
+		}
+		if err := s.oauth.Prune(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("prune oauth grants", "err", err)
 		}
 		if n, err := s.db.Events().PruneBefore(ctx, time.Now().Add(-s.cfg.Retention())); err != nil && ctx.Err() == nil {
 			s.log.Warn("prune firehose", "err", err)

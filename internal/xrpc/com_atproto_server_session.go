@@ -89,6 +89,9 @@ func (s *Server) handleServerGetSession(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
+	if !oauthMayReadEmail(p) {
+		out.Email = ""
+	}
 	return writeJSON(w, out)
 }
 

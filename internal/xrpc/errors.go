@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"stratus/internal/oauth"
 	"stratus/internal/pdserr"
 	"stratus/internal/proxy"
 	"stratus/internal/serviceauth"
@@ -56,6 +57,8 @@ var statusOf = map[string]int{
 	serviceauth.BadJwtIss:           http.StatusUnauthorized,
 	serviceauth.BadJwtSignature:     http.StatusUnauthorized,
 	serviceauth.JwtReplayed:         http.StatusUnauthorized,
+	InsufficientScope:               http.StatusForbidden,
+	oauth.UseDPoPNonce:              http.StatusUnauthorized,
 }
 
 // StatusOf returns the HTTP status for an XRPC error name.
@@ -94,6 +97,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	status := StatusOf(pe.Name)
+	setErrorHeaders(w, err)
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

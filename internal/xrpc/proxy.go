@@ -21,12 +21,16 @@ import (
 // forward serves a method this server does not implement by forwarding it
 // to the service that does, for authenticated callers only.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, nsid string) error {
-	if s.deps.Proxy == nil {
-		return pdserr.New(pdserr.MethodNotImplemented, "Method Not Implemented")
-	}
+	// Authenticated once: a DPoP proof may only be used once.
 	p, err := s.deps.Auth.Authenticate(r)
 	if err != nil {
 		return err
+	}
+	if err := checkUnrouted(p, nsid); err != nil {
+		return err
+	}
+	if s.deps.Proxy == nil {
+		return pdserr.New(pdserr.MethodNotImplemented, "Method Not Implemented")
 	}
 	did, err := s.selfDID(p)
 	if err != nil {

@@ -29,6 +29,8 @@ func (s *Server) xrpcRoutes() map[string]route {
 		"app.stratus.admin.emitIdentity":     {method: post, auth: authAdmin, handle: s.handleAdminEmitIdentity},
 		// The PLC token of requestPlcOperationSignature goes to the operator.
 		"app.stratus.admin.getPlcOperationToken": {method: get, auth: authAdmin, handle: s.handleAdminGetPlcOperationToken},
+		"app.stratus.admin.listOAuthGrants":      {method: get, auth: authAdmin, handle: s.handleAdminListOAuthGrants},
+		"app.stratus.admin.revokeOAuthGrant":     {method: post, auth: authAdmin, handle: s.handleAdminRevokeOAuthGrant},
 
 		// com.atproto.identity
 		"com.atproto.identity.resolveHandle": {method: get, handle: s.handleIdentityResolveHandle},

@@ -25,6 +25,7 @@ import (
 	"stratus/internal/account"
 	"stratus/internal/auth"
 	"stratus/internal/idops"
+	"stratus/internal/oauth"
 	"stratus/internal/pdserr"
 	"stratus/internal/prefs"
 	"stratus/internal/proxy"
@@ -96,6 +97,8 @@ type Deps struct {
 	// and how many of those are stored, for checkAccountStatus. Nil
 	// reports zero for both.
 	BlobCounts func(ctx context.Context, did syntax.DID) (expected, imported int64, err error)
+	// OAuth is the OAuth authorization server; nil disables OAuth.
+	OAuth *oauth.Provider
 }
 
 // Operator performs the operator's secret rotations; internal/server
@@ -187,6 +190,9 @@ func New(deps Deps) *Server {
 	s.mux.HandleFunc("GET /.well-known/atproto-did", s.handleAtprotoDID)
 	s.mux.HandleFunc("GET /robots.txt", s.handleRobots)
 	s.mux.HandleFunc("GET /{$}", s.handleHome)
+	if deps.OAuth != nil {
+		deps.OAuth.Routes(s.mux, s.limitLogin)
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, pdserr.New(pdserr.NotFound, "Not Found"))
 	})
@@ -207,6 +213,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
+	// Browser OAuth clients must read the DPoP nonce and challenges.
+	h.Set("Access-Control-Expose-Headers", "DPoP-Nonce, WWW-Authenticate")
+	if s.deps.OAuth != nil && r.Header.Get("DPoP") != "" {
+		h.Set("DPoP-Nonce", s.deps.OAuth.DPoPNonce())
+	}
 	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 		h.Set("Access-Control-Allow-Methods", "GET,HEAD,PUT,PATCH,POST,DELETE")
 		if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
@@ -237,10 +248,6 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, s.log, pdserr.New(pdserr.InvalidRequest, "invalid xrpc path"))
 			return
 		}
-		if err := s.checkUnrouted(r, nsid); err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
 		if err := s.forward(w, r, nsid); err != nil {
 			writeError(w, r, s.log, err)
 		}
@@ -262,6 +269,16 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 		if p, err = s.deps.Auth.Authenticate(r); err != nil {
 			writeError(w, r, s.log, err)
 			return
+		}
+		if p.Kind == auth.OAuth {
+			limit := rt.bodyLimit
+			if limit == 0 {
+				limit = defaultBodyLimit
+			}
+			if err := s.authorizeOAuth(w, r, nsid, limit, p); err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
 		}
 		if rt.auth == authOwner && !p.Owner() {
 			writeError(w, r, s.log, pdserr.New(pdserr.InvalidToken, "Bad token scope: app passwords cannot call %s", nsid))
@@ -486,13 +503,9 @@ func (s *Server) limitLogin(w http.ResponseWriter, r *http.Request, identifier s
 // only privileged app passwords may reach chat.bsky.* (direct messages).
 // Method names are compared case-insensitively so that a differently
 // cased NSID cannot slip past the rule.
-func (s *Server) checkUnrouted(r *http.Request, nsid string) error {
-	if !strings.HasPrefix(strings.ToLower(nsid), "chat.bsky.") || r.Header.Get("Authorization") == "" {
+func checkUnrouted(p *auth.Principal, nsid string) error {
+	if !strings.HasPrefix(strings.ToLower(nsid), "chat.bsky.") {
 		return nil
-	}
-	p, err := s.deps.Auth.Authenticate(r)
-	if err != nil {
-		return err
 	}
 	if p.Kind == auth.AppPass && !p.Privileged {
 		return pdserr.New(pdserr.InvalidToken, "Bad token scope: this app password may not use chat; create a privileged one")
