@@ -40,6 +40,10 @@ const (
 	InvalidCursor        = "InvalidCursor"
 	DuplicateName        = "DuplicateName"
 	AccountTakedown      = "AccountTakedown"
+	BlobTooLarge         = "BlobTooLarge"
+	BlobNotFound         = "BlobNotFound"
+	InvalidMimeType      = "InvalidMimeType"
+	InvalidSize          = "InvalidSize"
 )
 
 // Error is a failure with an XRPC error name and a message that is safe to

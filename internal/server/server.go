@@ -21,6 +21,7 @@ import (
 
 	"stratus/internal/account"
 	"stratus/internal/auth"
+	"stratus/internal/blob"
 	"stratus/internal/config"
 	"stratus/internal/crawl"
 	"stratus/internal/pdserr"
@@ -54,6 +55,7 @@ type Server struct {
 	db             *sqlite.DB
 	repos          *repo.Service
 	accounts       *account.Service
+	blobs          *blob.Service
 	handler        *xrpc.Server
 	http           *xrpc.HTTPServer
 }
@@ -116,6 +118,10 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, e
 	})
 	accounts = account.NewService(db.Accounts(), s.repos, nil)
 	s.accounts = accounts
+	if s.blobs, err = openBlobs(cfg, db, log); err != nil {
+		db.Close()
+		return nil, err
+	}
 
 	if err := s.ensureAccount(ctx, did, handle); err != nil {
 		db.Close()
@@ -156,6 +162,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, e
 		RateLimitBypass: cfg.RateLimitBypass,
 		Repos:           s.repos,
 		Accounts:        accounts,
+		Blobs:           s.blobs,
 		Auth:            s.verifier,
 		Sessions:        s.sessions,
 		Operator:        operator{s},
@@ -237,6 +244,7 @@ func (s *Server) housekeeping(ctx context.Context) {
 		} else if n > 0 {
 			s.log.Info("pruned firehose events", "count", n)
 		}
+		s.collectBlobs(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -24,6 +24,7 @@ import (
 
 	"stratus/internal/account"
 	"stratus/internal/auth"
+	"stratus/internal/blob"
 	"stratus/internal/pdserr"
 	"stratus/internal/ratelimit"
 	"stratus/internal/repo"
@@ -41,6 +42,9 @@ const (
 type Deps struct {
 	Repos    *repo.Service
 	Accounts *account.Service
+	// Blobs stores and serves blobs; nil answers uploads with
+	// ServiceUnavailable.
+	Blobs    *blob.Service
 	Auth     *auth.Verifier
 	Sessions *auth.Sessions
 	// Hub streams the firehose.
@@ -133,6 +137,11 @@ type route struct {
 	auth      authLevel
 	bodyLimit int64
 	handle    handlerFunc
+
+	// streamsBody marks a procedure that reads its body as a stream and
+	// enforces its own size limit (uploadBlob), so dispatch leaves the
+	// body alone.
+	streamsBody bool
 }
 
 // Server is the HTTP front of the PDS.
@@ -243,7 +252,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if rt.method == http.MethodPost {
+	if rt.method == http.MethodPost && !rt.streamsBody {
 		limit := rt.bodyLimit
 		if limit == 0 {
 			limit = defaultBodyLimit
