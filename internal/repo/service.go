@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -136,13 +137,59 @@ func (s *Service) load(ctx context.Context, did syntax.DID, st *repoState) error
 		return fmt.Errorf("build tree: %w", err)
 	}
 	if !root.Equals(head.Data) {
-		return fmt.Errorf("repository of %s is inconsistent: its %d indexed records give MST root %s but commit %s says %s",
-			did, len(keys), root, head.Commit, head.Data)
+		return corrupt(did, fmt.Errorf("its %d indexed records give MST root %s but commit %s says %s",
+			len(keys), root, head.Commit, head.Data))
+	}
+	if err := s.checkStored(ctx, did, head); err != nil {
+		return err
 	}
 	st.tree = tree
 	st.head = head
 	st.clock = clockAfter(head.Rev)
 	st.nodes = nil
+	return nil
+}
+
+// ErrCorrupt marks a repository whose stored state does not match its
+// signed commit. The server then refuses to write or export it rather than
+// sign new commits on top of damaged data; `pds check` says what is wrong.
+var ErrCorrupt = errors.New("repository is damaged")
+
+// corrupt wraps a finding as a named error whose message tells the client
+// what happened without internals; the cause is logged.
+func corrupt(did syntax.DID, cause error) error {
+	return pdserr.Wrap(fmt.Errorf("%w: %s: %w", ErrCorrupt, did, cause), pdserr.InternalServerError,
+		"The repository is damaged; the server refuses to change or export it until the operator repairs it (pds check)")
+}
+
+// checkStored verifies what the tree check cannot see: the signed commit
+// block is present, hashes to its CID and names the stored root and rev,
+// and every indexed record has its block.
+func (s *Service) checkStored(ctx context.Context, did syntax.DID, head Head) error {
+	data, err := s.store.Block(ctx, did, head.Commit)
+	if errors.Is(err, ErrBlockNotFound) {
+		return corrupt(did, fmt.Errorf("commit block %s is missing", head.Commit))
+	}
+	if err != nil {
+		return fmt.Errorf("read commit: %w", err)
+	}
+	if c, err := head.Commit.Prefix().Sum(data); err != nil || !c.Equals(head.Commit) {
+		return corrupt(did, fmt.Errorf("commit block %s does not hash to its CID", head.Commit))
+	}
+	var c atrepo.Commit
+	if err := c.UnmarshalCBOR(bytes.NewReader(data)); err != nil {
+		return corrupt(did, fmt.Errorf("commit block %s does not decode: %w", head.Commit, err))
+	}
+	if !c.Data.Equals(head.Data) || c.Rev != head.Rev.String() || c.DID != did.String() {
+		return corrupt(did, fmt.Errorf("commit %s (data %s, rev %s) does not match the stored root (data %s, rev %s)", head.Commit, c.Data, c.Rev, head.Data, head.Rev))
+	}
+	missing, err := s.store.MissingBlocks(ctx, did)
+	if err != nil {
+		return fmt.Errorf("check record blocks: %w", err)
+	}
+	if len(missing) > 0 {
+		return corrupt(did, fmt.Errorf("indexed records without their block: %s", strings.Join(missing, ", ")))
+	}
 	return nil
 }
 
@@ -285,4 +332,16 @@ func (s *Service) Resign(ctx context.Context, did syntax.DID, extra func(Head, [
 	}
 	st.head = head
 	return head, nil
+}
+
+// Verify reloads did's tree from storage and runs every check a first use
+// runs: the tree rebuilt from the index has the signed data root, the
+// commit block is sound and every indexed record has its block. The server
+// calls it on start, so a damaged repository is refused at once.
+func (s *Service) Verify(ctx context.Context, did syntax.DID) error {
+	st := s.state(did)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.tree = nil
+	return s.load(ctx, did, st)
 }

@@ -155,6 +155,9 @@ type Store interface {
 	// Stats counts the stored blocks (commit and records) and the indexed
 	// records of did's repository.
 	Stats(ctx context.Context, did syntax.DID) (blocks, records int64, err error)
+	// MissingBlocks returns the MST keys of (at most a few) indexed records
+	// of did whose block is not stored.
+	MissingBlocks(ctx context.Context, did syntax.DID) ([]string, error)
 	// Keys calls fn for every record in the index with its MST key
 	// ("collection/rkey") and CID.
 	Keys(ctx context.Context, did syntax.DID, fn func(key string, c cid.Cid) error) error

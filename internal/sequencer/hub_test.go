@@ -168,7 +168,7 @@ func (r *received) snapshot() ([]int64, []string) {
 func stream(h *sequencer.Hub, cursor *int64, send func(context.Context, []byte) error) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- h.Stream(ctx, cursor, send) }()
+	go func() { done <- h.Stream(ctx, cursor, sequencer.SendFunc(send)) }()
 	return func() error {
 		cancel()
 		select {
@@ -277,7 +277,7 @@ func TestHub_FutureCursor(t *testing.T) {
 	store.add(5)
 	h, _ := newHub(t, store, 0)
 	var r received
-	err := h.Stream(context.Background(), ptr(6), r.send)
+	err := h.Stream(context.Background(), ptr(6), sequencer.SendFunc(r.send))
 	if !errors.Is(err, sequencer.ErrFutureCursor) {
 		t.Fatalf("Stream = %v, want ErrFutureCursor", err)
 	}
@@ -457,7 +457,7 @@ func TestHub_SlowConsumer(t *testing.T) {
 	}
 	defer close(stuck)
 	stalledDone := make(chan error, 1)
-	go func() { stalledDone <- h.Stream(context.Background(), nil, stalledSend) }()
+	go func() { stalledDone <- h.Stream(context.Background(), nil, sequencer.SendFunc(stalledSend)) }()
 
 	var good received
 	stopGood := stream(h, nil, good.send)
@@ -495,7 +495,7 @@ func TestHub_Stop(t *testing.T) {
 	h, cancel := newHub(t, store, 0)
 	var r received
 	done := make(chan error, 1)
-	go func() { done <- h.Stream(context.Background(), ptr(0), r.send) }()
+	go func() { done <- h.Stream(context.Background(), ptr(0), sequencer.SendFunc(r.send)) }()
 	waitFor(t, "subscription", 5*time.Second, func() bool { return h.Subscribers() == 1 })
 	cancel()
 	select {
@@ -629,7 +629,7 @@ func TestHub_SlowReaderGetsConsumerTooSlow(t *testing.T) {
 		}
 	}
 	done := make(chan error, 1)
-	go func() { done <- h.Stream(context.Background(), nil, slowSend) }()
+	go func() { done <- h.Stream(context.Background(), nil, sequencer.SendFunc(slowSend)) }()
 	waitFor(t, "a subscriber", 5*time.Second, func() bool { return h.Subscribers() == 1 })
 	for i := 0; i < 40; i++ {
 		store.add(1)

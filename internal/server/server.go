@@ -127,6 +127,10 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, e
 		db.Close()
 		return nil, err
 	}
+	if err := s.verifyStorage(ctx, did); err != nil {
+		db.Close()
+		return nil, err
+	}
 	tokens := auth.NewTokens(cfg.JWTSecret, cfg.ServiceDID().String(), nil)
 	s.sessions, err = auth.NewSessions(ctx, tokens, db.Sessions(), accounts, s, nil)
 	if err != nil {

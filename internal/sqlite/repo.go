@@ -294,6 +294,25 @@ func (s *RepoStore) Keys(ctx context.Context, did syntax.DID, fn func(key string
 	return rows.Err()
 }
 
+// MissingBlocks implements repo.Store.
+func (s *RepoStore) MissingBlocks(ctx context.Context, did syntax.DID) ([]string, error) {
+	rows, err := s.db.read.QueryContext(ctx, `SELECT collection, rkey FROM records r WHERE did = ?
+		AND NOT EXISTS (SELECT 1 FROM repo_blocks b WHERE b.did = r.did AND b.cid = r.cid) LIMIT 10`, did.String())
+	if err != nil {
+		return nil, fmt.Errorf("find missing blocks: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var coll, rkey string
+		if err := rows.Scan(&coll, &rkey); err != nil {
+			return nil, err
+		}
+		out = append(out, coll+"/"+rkey)
+	}
+	return out, rows.Err()
+}
+
 // Stats implements repo.Store.
 func (s *RepoStore) Stats(ctx context.Context, did syntax.DID) (blocks, records int64, err error) {
 	err = s.db.queryRow(ctx, `SELECT

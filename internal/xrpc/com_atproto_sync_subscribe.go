@@ -36,7 +36,8 @@ func (s *Server) handleSyncSubscribeRepos(w http.ResponseWriter, r *http.Request
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		return pdserr.New(pdserr.InvalidRequest, "Expected WebSocket upgrade")
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	cw := &fanoutWriter{ResponseWriter: w}
+	c, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		// The firehose is public data; any page may read it.
 		InsecureSkipVerify: true,
 		CompressionMode:    websocket.CompressionDisabled,
@@ -48,13 +49,7 @@ func (s *Server) handleSyncSubscribeRepos(w http.ResponseWriter, r *http.Request
 	ctx := c.CloseRead(r.Context())
 	go keepAlive(ctx, c)
 
-	err = s.deps.Hub.Stream(ctx, cursor, func(ctx context.Context, data []byte) error {
-		// A peer that accepts nothing for this long is gone; coder/websocket
-		// closes the connection when the write times out.
-		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-		defer cancel()
-		return c.Write(wctx, websocket.MessageBinary, data)
-	})
+	err = s.deps.Hub.Stream(ctx, cursor, &wsSink{c: c, conn: cw.conn})
 	switch {
 	case errors.Is(err, sequencer.ErrFutureCursor):
 		closeWithError(c, "FutureCursor", "Cursor in the future.", websocket.StatusPolicyViolation)
@@ -64,6 +59,33 @@ func (s *Server) handleSyncSubscribeRepos(w http.ResponseWriter, r *http.Request
 		c.Close(websocket.StatusGoingAway, "")
 	}
 	return nil
+}
+
+// wsSink sends a subscriber's frames as WebSocket messages, a batch at a
+// time.
+type wsSink struct {
+	c    *websocket.Conn
+	conn *fanoutConn
+}
+
+// Send adds one frame to the batch, writing the batch out early when it
+// grows large.
+func (s *wsSink) Send(ctx context.Context, data []byte) error {
+	if s.conn.AppendMessage(data) >= maxBatchBytes {
+		return s.Flush(ctx)
+	}
+	return nil
+}
+
+// Flush writes the batch. A peer that accepts nothing for writeTimeout is
+// gone; so is one whose queue overflowed, which cancels ctx.
+func (s *wsSink) Flush(ctx context.Context) error {
+	if err := s.conn.Flush(ctx, writeTimeout); err != nil {
+		// Close so that the read side ends too.
+		s.c.CloseNow()
+		return err
+	}
+	return ctx.Err()
 }
 
 // closeWithError sends an error frame and closes the connection, within a

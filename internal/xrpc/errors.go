@@ -76,6 +76,10 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if !ok {
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		pe = pdserr.New(pdserr.InternalServerError, "Internal Server Error")
+	} else if pe.Name == pdserr.InternalServerError && pe.Err != nil {
+		// A named server failure (a damaged repository) tells the client
+		// what happened; the operator needs the cause.
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	status := StatusOf(pe.Name)
 	if st, ok := methodStatus[r.PathValue("nsid")][pe.Name]; ok {

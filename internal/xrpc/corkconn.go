@@ -1,0 +1,123 @@
+package xrpc
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// maxBatchBytes is how much a firehose subscriber's batch may hold before
+// it is written out, so a long batch cannot grow memory without limit.
+const maxBatchBytes = 256 << 10
+
+// fanoutConn is the connection under a firehose subscriber's WebSocket. It
+// lets the subscriber's messages leave in one socket write per batch
+// instead of one per message: coder/websocket frames and flushes every
+// message on its own, which with a hundred subscribers was most of the
+// cost of an event. The hub hands a subscriber every event waiting for it
+// at once; AppendMessage frames each into a buffer and Flush writes the
+// buffer with one system call.
+//
+// coder/websocket still owns the connection's handshake, reads, and its
+// control frames (pings, pongs, close). Those arrive here as single
+// Write calls, each one whole frame, so they never interleave with a
+// message; while a batch is being built they wait in the same buffer and
+// leave, in order, with it.
+type fanoutConn struct {
+	net.Conn
+	mu      sync.Mutex
+	pending bool // a batch is being built: hold writes until Flush
+	buf     []byte
+}
+
+// Write is how coder/websocket writes its own frames.
+func (c *fanoutConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending && len(c.buf)+len(p) <= maxBatchBytes {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	if len(c.buf) == 0 {
+		return c.Conn.Write(p)
+	}
+	held := len(c.buf)
+	bufs := net.Buffers{c.buf, p}
+	n, err := bufs.WriteTo(c.Conn)
+	c.buf = c.buf[:0]
+	return max(int(n)-held, 0), err
+}
+
+// AppendMessage adds one binary message to the batch, framed as a server
+// sends it (RFC 6455 §5.2: final fragment, binary opcode, not masked),
+// and returns the bytes the batch now holds.
+func (c *fanoutConn) AppendMessage(p []byte) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending = true
+	c.buf = appendFrameHeader(c.buf, len(p))
+	c.buf = append(c.buf, p...)
+	return len(c.buf)
+}
+
+// appendFrameHeader appends the header of an unmasked, final binary frame
+// with an n-byte payload.
+func appendFrameHeader(b []byte, n int) []byte {
+	b = append(b, 0x82) // FIN + binary
+	switch {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xFFFF:
+		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+	}
+}
+
+// Flush writes the batch, giving up after timeout or when ctx ends (a
+// peer that reads nothing is then cut off by the error).
+func (c *fanoutConn) Flush(ctx context.Context, timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending = false
+	if len(c.buf) == 0 {
+		return nil
+	}
+	c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	// A deadline in the past interrupts a write already blocked.
+	stop := context.AfterFunc(ctx, func() { c.Conn.SetWriteDeadline(time.Unix(1, 0)) })
+	_, err := c.Conn.Write(c.buf)
+	stop()
+	c.Conn.SetWriteDeadline(time.Time{})
+	if cap(c.buf) > maxBatchBytes {
+		c.buf = nil // let one oversized message's memory go
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
+}
+
+// fanoutWriter hands coder/websocket a fanoutConn when it hijacks the
+// connection.
+type fanoutWriter struct {
+	http.ResponseWriter
+	conn *fanoutConn
+}
+
+// Hijack takes over the connection through any middleware wrappers and
+// wraps it in a fanoutConn. The reader keeps any bytes already buffered.
+func (w *fanoutWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = &fanoutConn{Conn: nc}
+	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4<<10)), nil
+}
+
+// Unwrap gives http.ResponseController access to the wrapped writer.
+func (w *fanoutWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
