@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -36,7 +37,11 @@ func newS3(t *testing.T) *blob.S3 {
 	if err := backend.CreateBucket("blobs"); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(gofakes3.New(backend).Server())
+	srv := httptest.NewUnstartedServer(gofakes3.New(backend).Server())
+	// gofakes3 writes a header twice on some errors; net/http's complaint
+	// about it is noise.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.Start()
 	t.Cleanup(srv.Close)
 	s, err := blob.NewS3(blob.S3Config{Endpoint: srv.URL, Bucket: "blobs", Region: "us-east-1",
 		AccessKeyID: "test", SecretAccessKey: "test", PathStyle: true})

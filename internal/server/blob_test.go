@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -59,7 +60,11 @@ func withS3(t *testing.T) pdstest.Option {
 	if err := backend.CreateBucket("pds-blobs"); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(gofakes3.New(backend).Server())
+	srv := httptest.NewUnstartedServer(gofakes3.New(backend).Server())
+	// gofakes3 writes a header twice on some errors; net/http's complaint
+	// about it is noise.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return pdstest.WithConfig(func(c *config.Config) {
 		c.BlobStore = "s3"
