@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -135,7 +136,7 @@ func (x *BlobIndex) Get(ctx context.Context, key blob.Key) (blob.Meta, error) {
 // Has implements blob.Index.
 func (x *BlobIndex) Has(ctx context.Context, key blob.Key) (bool, error) {
 	_, err := x.Get(ctx, key)
-	if err == blob.ErrNotFound {
+	if errors.Is(err, blob.ErrNotFound) {
 		return false, nil
 	}
 	return err == nil, err
