@@ -28,6 +28,10 @@ const (
 	Access
 	// AppPass is a session created with an app password.
 	AppPass
+	// Service is another service calling on an account's behalf with a
+	// service JWT the account signed (inter-service auth), bound to one
+	// method. It is accepted only where a route allows it.
+	Service
 )
 
 // String names the kind for logs.
@@ -39,6 +43,8 @@ func (k Kind) String() string {
 		return "access"
 	case AppPass:
 		return "app-password"
+	case Service:
+		return "service"
 	}
 	return "unknown"
 }

@@ -75,6 +75,7 @@ Settings live in a data directory (--data-dir, env PDS_DATA_DIR, default
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.AddCommand(newInitCmd(e), newServeCmd(e), newActivateCmd(e, true), newActivateCmd(e, false), newVersionCmd(e))
 	root.AddCommand(newAppPasswordCmd(e), newSecretCmd(e), newRequestCrawlCmd(e), newEmitIdentityCmd(e))
+	root.AddCommand(newHandleCmd(e), newIdentityCmd(e))
 	root.AddCommand(newCheckCmd(e), newBackupCmd(e), newRestoreCmd(e), newExportCmd(e))
 	// Argument mistakes are usage errors (exit status 2), like flag errors.
 	root.Args = func(cmd *cobra.Command, args []string) error {

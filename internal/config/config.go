@@ -95,6 +95,14 @@ type Settings struct {
 	// BlobTTL is how long a blob no record references is kept, as a Go
 	// duration (empty: 1h).
 	BlobTTL string `json:"blob-ttl,omitempty"`
+
+	// AppViewDID and AppViewURL name the AppView that methods not served
+	// here are forwarded to; ChatDID and ChatURL the chat service that
+	// gets chat.bsky.*.
+	AppViewDID string `json:"appview-did,omitempty"`
+	AppViewURL string `json:"appview-url,omitempty"`
+	ChatDID    string `json:"chat-did,omitempty"`
+	ChatURL    string `json:"chat-url,omitempty"`
 }
 
 // Secrets are the secret settings, stored in secrets.json with mode 0600.
@@ -297,6 +305,10 @@ func Fields() []Field {
 			}},
 		field("blob-ttl", "how long a blob no record references is kept (Go duration, default 1h)", false, func(c *Config) *string { return &c.BlobTTL }),
 		field("blob-secret-access-key", "S3 secret access key", true, func(c *Config) *string { return &c.BlobS3SecretKey }),
+		field("appview-did", "DID of the AppView that unserved methods are forwarded to (default did:web:api.bsky.app)", false, func(c *Config) *string { return &c.AppViewDID }),
+		field("appview-url", "URL of that AppView (default https://api.bsky.app)", false, func(c *Config) *string { return &c.AppViewURL }),
+		field("chat-did", "DID of the chat service for chat.bsky.* (default did:web:api.bsky.chat)", false, func(c *Config) *string { return &c.ChatDID }),
+		field("chat-url", "URL of that chat service (default https://api.bsky.chat)", false, func(c *Config) *string { return &c.ChatURL }),
 		field("ratelimit-bypass-key", "secret that exempts requests sending it as x-ratelimit-bypass from rate limits", true, func(c *Config) *string { return &c.RateLimitBypass }),
 		field("signing-key", "hex secp256k1 repository signing key", true, func(c *Config) *string { return &c.SigningKey }),
 		field("rotation-key", "hex secp256k1 PLC rotation key", true, func(c *Config) *string { return &c.RotationKey }),
@@ -542,6 +554,21 @@ func (c *Config) Validate() error {
 	for _, u := range c.Crawlers {
 		if err := checkOrigin(strings.TrimRight(u, "/")); err != nil {
 			add("crawlers", "%v", err)
+		}
+	}
+	for _, svc := range []struct{ name, did, url string }{{"appview", c.AppViewDID, c.AppViewURL}, {"chat", c.ChatDID, c.ChatURL}} {
+		if (svc.did == "") != (svc.url == "") {
+			add(svc.name+"-url", "%s-did and %s-url must be set together", svc.name, svc.name)
+		}
+		if svc.did != "" {
+			if _, err := syntax.ParseDID(svc.did); err != nil {
+				add(svc.name+"-did", "invalid DID %q", svc.did)
+			}
+		}
+		if svc.url != "" {
+			if err := checkOrigin(strings.TrimRight(svc.url, "/")); err != nil {
+				add(svc.name+"-url", "%v", err)
+			}
 		}
 	}
 	if c.RateLimitBypass != "" && len(c.RateLimitBypass) < 16 {

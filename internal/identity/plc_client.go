@@ -63,7 +63,7 @@ func (c *PLCClient) Submit(ctx context.Context, did syntax.DID, op *Operation) e
 	if err != nil {
 		return fmt.Errorf("submit plc op: encode: %w", err)
 	}
-	resp, err := c.do(ctx, http.MethodPost, did, bytes.NewReader(body))
+	resp, err := c.do(ctx, http.MethodPost, did.String(), did, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("submit plc op: %w", err)
 	}
@@ -77,7 +77,7 @@ func (c *PLCClient) Submit(ctx context.Context, did syntax.DID, op *Operation) e
 // Document fetches the current DID document of did from the directory. A
 // DID the directory does not know yields an error matching [ErrNotFound].
 func (c *PLCClient) Document(ctx context.Context, did syntax.DID) (*Document, error) {
-	resp, err := c.do(ctx, http.MethodGet, did, nil)
+	resp, err := c.do(ctx, http.MethodGet, did.String(), did, nil)
 	if err != nil {
 		return nil, fmt.Errorf("fetch did document: %w", err)
 	}
@@ -96,9 +96,10 @@ func (c *PLCClient) Document(ctx context.Context, did syntax.DID) (*Document, er
 	return &doc, nil
 }
 
-// do sends a request for did and returns the response if its status is 2xx;
-// otherwise it closes the body and returns a *PLCError.
-func (c *PLCClient) do(ctx context.Context, method string, did syntax.DID, body io.Reader) (*http.Response, error) {
+// do sends a request for path (relative to the directory URL) about did
+// and returns the response if its status is 2xx; otherwise it closes the
+// body and returns a *PLCError.
+func (c *PLCClient) do(ctx context.Context, method, path string, did syntax.DID, body io.Reader) (*http.Response, error) {
 	if did.Method() != "plc" {
 		return nil, fmt.Errorf("not a did:plc: %q", did)
 	}
@@ -106,7 +107,7 @@ func (c *PLCClient) do(ctx context.Context, method string, did syntax.DID, body 
 	if base == "" {
 		return nil, errors.New("missing plc directory url")
 	}
-	req, err := http.NewRequestWithContext(ctx, method, base+"/"+did.String(), body)
+	req, err := http.NewRequestWithContext(ctx, method, base+"/"+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}

@@ -44,6 +44,11 @@ const (
 	BlobNotFound         = "BlobNotFound"
 	InvalidMimeType      = "InvalidMimeType"
 	InvalidSize          = "InvalidSize"
+	UpstreamFailure      = "UpstreamFailure"
+	UpstreamTimeout      = "UpstreamTimeout"
+	BadExpiration        = "BadExpiration"
+	HandleNotAvailable   = "HandleNotAvailable"
+	InvalidHandle        = "InvalidHandle"
 )
 
 // Error is a failure with an XRPC error name and a message that is safe to

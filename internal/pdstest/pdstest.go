@@ -60,6 +60,7 @@ type options struct {
 	userDomains     []string
 	logger          *slog.Logger
 	configure       []func(*config.Config)
+	serverOpts      server.Options
 }
 
 // WithHostname sets the public hostname; the public URL becomes
@@ -102,9 +103,26 @@ func WithConfig(fn func(*config.Config)) Option {
 	return func(o *options) { o.configure = append(o.configure, fn) }
 }
 
+// WithLoopbackServices lets the server reach services on loopback
+// addresses over plain HTTP (stand-in AppViews, DID documents pointing at
+// httptest servers). Off by default, as in production, where the SSRF
+// guard refuses such addresses.
+func WithLoopbackServices() Option {
+	return func(o *options) {
+		o.serverOpts.Outbound.AllowHTTP = true
+		o.serverOpts.Outbound.AllowPrivate = true
+	}
+}
+
+// WithServerOptions changes the server's test-only options.
+func WithServerOptions(fn func(*server.Options)) Option {
+	return func(o *options) { fn(&o.serverOpts) }
+}
+
 // Server is a running test server.
 type Server struct {
 	cfg    *config.Config
+	opts   server.Options
 	pub    atcrypto.PublicKey
 	log    *slog.Logger
 	client *http.Client
@@ -162,9 +180,10 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 		log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	s := &Server{
-		cfg: cfg,
-		pub: pub,
-		log: log,
+		opts: o.serverOpts,
+		cfg:  cfg,
+		pub:  pub,
+		log:  log,
 		client: &http.Client{
 			Timeout: 60 * time.Second,
 			Transport: &http.Transport{
@@ -246,7 +265,7 @@ func (s *Server) start() error {
 	// stuck database fails the test instead of hanging it.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv, err := server.Open(ctx, s.cfg, s.log)
+	srv, err := server.OpenWith(ctx, s.cfg, s.log, s.opts)
 	if err != nil {
 		return fmt.Errorf("open server: %w", err)
 	}

@@ -12,7 +12,7 @@ import (
 // is looked up, however the NSID is cased.
 func TestChatNeedsPrivilegedAppPassword(t *testing.T) {
 	t.Parallel()
-	s := pdstest.NewServer(t)
+	s, _, _ := proxied(t)
 	var plain, privileged struct {
 		Password string `json:"password"`
 	}

@@ -24,9 +24,12 @@ import (
 	"stratus/internal/blob"
 	"stratus/internal/config"
 	"stratus/internal/crawl"
+	"stratus/internal/idops"
 	"stratus/internal/pdserr"
+	"stratus/internal/prefs"
 	"stratus/internal/ratelimit"
 	"stratus/internal/repo"
+	"stratus/internal/safehttp"
 	"stratus/internal/schema"
 	"stratus/internal/sequencer"
 	"stratus/internal/sqlite"
@@ -81,9 +84,29 @@ func (k *keys) public(_ context.Context, did syntax.DID) (atcrypto.PublicKey, er
 	return k.key.Load().PublicKey()
 }
 
+// Options change how a server reaches other services. They are not
+// configuration: only tests set them (to point forwarding at loopback
+// stand-ins), and the zero value is the strict production behaviour.
+type Options struct {
+	// Outbound relaxes the SSRF guard of requests to caller-chosen
+	// services (forwarding, handle resolution).
+	Outbound safehttp.Options
+	// ProxyTimeout and ProxyMaxResponse bound forwarded exchanges; zero
+	// means the defaults.
+	ProxyTimeout     time.Duration
+	ProxyMaxResponse int64
+	// HandleResolver replaces DNS and HTTPS handle resolution.
+	HandleResolver idops.HandleResolver
+}
+
 // Open validates cfg, opens the data directory and makes sure the
 // configured account and its repository exist.
 func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+	return OpenWith(ctx, cfg, log, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -160,7 +183,20 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, e
 		db.Close()
 		return nil, fmt.Errorf("trusted proxies: %w", err)
 	}
+	ext, err := s.externalServices(cfg, opts, log)
+	if err != nil {
+		cancel()
+		db.Close()
+		return nil, err
+	}
 	s.handler = xrpc.New(xrpc.Deps{
+		Proxy:        ext.proxy,
+		Signer:       ext.signer,
+		ServiceAuth:  ext.serviceAuth,
+		Prefs:        prefs.NewService(db.Prefs(), nil),
+		RecordsSince: db,
+		Identity:     ext.identity,
+
 		Hub:             s.hub,
 		TrustedProxies:  proxies,
 		RateLimitBypass: cfg.RateLimitBypass,

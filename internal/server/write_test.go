@@ -749,8 +749,9 @@ func TestRouting(t *testing.T) {
 		err                string
 		allow              string
 	}{
-		{"unknown method", get, "/xrpc/com.example.nothing.here", 501, "MethodNotImplemented", ""},
-		{"unknown procedure", post, "/xrpc/com.atproto.server.createSession2", 501, "MethodNotImplemented", ""},
+		// Methods not served here are forwarded, for authenticated callers only.
+		{"unknown method", get, "/xrpc/com.example.nothing.here", 401, "AuthMissing", ""},
+		{"unknown procedure", post, "/xrpc/com.atproto.server.createSession2", 401, "AuthMissing", ""},
 		{"invalid nsid", get, "/xrpc/notansid", 400, "InvalidRequest", ""},
 		{"GET on a procedure", get, "/xrpc/" + createRecord, 405, "MethodNotAllowed", post},
 		{"POST on a query", post, "/xrpc/" + getRecord, 405, "MethodNotAllowed", get},

@@ -129,6 +129,17 @@ func (s *Server) handleServerCheckAccountStatus(w http.ResponseWriter, r *http.R
 	if err != nil {
 		return err
 	}
+	var private, expectedBlobs, importedBlobs int64
+	if s.deps.Prefs != nil {
+		if private, err = s.deps.Prefs.Count(r.Context(), did); err != nil {
+			return err
+		}
+	}
+	if s.deps.BlobCounts != nil {
+		if expectedBlobs, importedBlobs, err = s.deps.BlobCounts(r.Context(), did); err != nil {
+			return err
+		}
+	}
 	return writeJSON(w, struct {
 		Activated          bool   `json:"activated"`
 		ValidDID           bool   `json:"validDid"`
@@ -146,25 +157,9 @@ func (s *Server) handleServerCheckAccountStatus(w http.ResponseWriter, r *http.R
 		RepoRev:        head.Rev.String(),
 		RepoBlocks:     blocks,
 		IndexedRecords: records,
-	})
-}
 
-// handleIdentityResolveHandle serves com.atproto.identity.resolveHandle for
-// handles hosted here.
-func (s *Server) handleIdentityResolveHandle(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
-	v, err := queryString(r, "handle", true)
-	if err != nil {
-		return err
-	}
-	h, err := syntax.ParseHandle(v)
-	if err != nil {
-		return pdserr.New(pdserr.InvalidRequest, "Error: handle must be a valid handle")
-	}
-	a, err := s.deps.Accounts.ByHandle(r.Context(), h)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, struct {
-		DID string `json:"did"`
-	}{a.DID.String()})
+		PrivateStateValues: private,
+		ExpectedBlobs:      expectedBlobs,
+		ImportedBlobs:      importedBlobs,
+	})
 }

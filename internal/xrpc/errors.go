@@ -7,6 +7,8 @@ import (
 	"net/http"
 
 	"stratus/internal/pdserr"
+	"stratus/internal/proxy"
+	"stratus/internal/serviceauth"
 )
 
 // statusOf maps XRPC error names to HTTP statuses: the one table where a
@@ -42,6 +44,18 @@ var statusOf = map[string]int{
 	pdserr.ServiceUnavailable:   http.StatusServiceUnavailable,
 	pdserr.InvalidCursor:        http.StatusBadRequest,
 	pdserr.AccountTakedown:      http.StatusUnauthorized,
+
+	// Forwarding to other services, and their service tokens.
+	pdserr.UpstreamFailure:          http.StatusBadGateway,
+	pdserr.UpstreamTimeout:          http.StatusGatewayTimeout,
+	serviceauth.BadJwt:              http.StatusUnauthorized,
+	serviceauth.BadJwtType:          http.StatusUnauthorized,
+	serviceauth.JwtExpired:          http.StatusUnauthorized,
+	serviceauth.BadJwtAudience:      http.StatusUnauthorized,
+	serviceauth.BadJwtLexiconMethod: http.StatusUnauthorized,
+	serviceauth.BadJwtIss:           http.StatusUnauthorized,
+	serviceauth.BadJwtSignature:     http.StatusUnauthorized,
+	serviceauth.JwtReplayed:         http.StatusUnauthorized,
 }
 
 // methodStatus overrides statusOf for one method: a missing blob is 404 to
@@ -70,6 +84,11 @@ type errorBody struct {
 // internals never leak to clients.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	if errors.Is(err, errClientGone) {
+		return
+	}
+	var upstream *proxy.Error
+	if errors.As(err, &upstream) {
+		writeUpstreamError(w, upstream)
 		return
 	}
 	pe, ok := pdserr.As(err)

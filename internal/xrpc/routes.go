@@ -27,9 +27,31 @@ func (s *Server) xrpcRoutes() map[string]route {
 		"app.stratus.admin.rotateAdminToken": {method: post, auth: authAdmin, handle: s.handleAdminRotateAdminToken},
 		"app.stratus.admin.rotateSigningKey": {method: post, auth: authAdmin, handle: s.handleAdminRotateSigningKey},
 		"app.stratus.admin.emitIdentity":     {method: post, auth: authAdmin, handle: s.handleAdminEmitIdentity},
+		// The PLC token of requestPlcOperationSignature goes to the operator.
+		"app.stratus.admin.getPlcOperationToken": {method: get, auth: authAdmin, handle: s.handleAdminGetPlcOperationToken},
 
 		// com.atproto.identity
 		"com.atproto.identity.resolveHandle": {method: get, handle: s.handleIdentityResolveHandle},
+		// App passwords may change the handle, as in the reference; PLC
+		// signing and submitting are owner-only.
+		"com.atproto.identity.updateHandle":                 {method: post, auth: authRequired, handle: s.handleIdentityUpdateHandle},
+		"com.atproto.identity.getRecommendedDidCredentials": {method: get, auth: authRequired, handle: s.handleIdentityGetRecommendedDidCredentials},
+		"com.atproto.identity.requestPlcOperationSignature": {method: post, auth: authOwner, handle: s.handleIdentityRequestPlcOperationSignature},
+		"com.atproto.identity.signPlcOperation":             {method: post, auth: authOwner, handle: s.handleIdentitySignPlcOperation},
+		"com.atproto.identity.submitPlcOperation":           {method: post, auth: authOwner, handle: s.handleIdentitySubmitPlcOperation},
+
+		// Service tokens for other services.
+		"com.atproto.server.getServiceAuth": {method: get, auth: authRequired, handle: s.handleServerGetServiceAuth},
+
+		// app.bsky: preferences are kept here; these reads are forwarded
+		// to the AppView with the account's newest records merged in.
+		"app.bsky.actor.getPreferences": {method: get, auth: authRequired, handle: s.handleActorGetPreferences},
+		"app.bsky.actor.putPreferences": {method: post, auth: authRequired, handle: s.handleActorPutPreferences},
+		"app.bsky.feed.getTimeline":     {method: get, auth: authRequired, handle: s.handleReadAfterWrite},
+		"app.bsky.feed.getAuthorFeed":   {method: get, auth: authRequired, handle: s.handleReadAfterWrite},
+		"app.bsky.feed.getPostThread":   {method: get, auth: authRequired, handle: s.handleReadAfterWrite},
+		"app.bsky.actor.getProfile":     {method: get, auth: authRequired, handle: s.handleReadAfterWrite},
+		"app.bsky.actor.getProfiles":    {method: get, auth: authRequired, handle: s.handleReadAfterWrite},
 
 		// com.atproto.repo
 		"com.atproto.repo.createRecord": {method: post, auth: authRequired, bodyLimit: writeBodyLimit, handle: s.handleRepoCreateRecord},

@@ -25,10 +25,15 @@ import (
 	"stratus/internal/account"
 	"stratus/internal/auth"
 	"stratus/internal/blob"
+	"stratus/internal/idops"
 	"stratus/internal/pdserr"
+	"stratus/internal/prefs"
+	"stratus/internal/proxy"
 	"stratus/internal/ratelimit"
+	"stratus/internal/readafter"
 	"stratus/internal/repo"
 	"stratus/internal/sequencer"
+	"stratus/internal/serviceauth"
 )
 
 // Body size limits. Repository writes may carry up to 200 records; other
@@ -77,6 +82,24 @@ type Deps struct {
 	RateLimitBypass string
 	// Now is the clock of the rate limiters; nil means time.Now.
 	Now func() time.Time
+
+	// Proxy forwards the methods not served here (nil: they answer 501).
+	Proxy *proxy.Service
+	// Signer mints service JWTs (getServiceAuth).
+	Signer *serviceauth.Signer
+	// ServiceAuth verifies inbound service JWTs (the authService level).
+	ServiceAuth *serviceauth.Verifier
+	// Prefs keeps account preferences.
+	Prefs *prefs.Service
+	// RecordsSince finds records newer than an AppView's revision, for
+	// read-after-write; nil turns merging off.
+	RecordsSince readafter.Store
+	// Identity performs handle and PLC operations.
+	Identity *idops.Service
+	// BlobCounts reports how many blobs an account's records reference
+	// and how many of those are stored, for checkAccountStatus. Nil
+	// reports zero for both.
+	BlobCounts func(ctx context.Context, did syntax.DID) (expected, imported int64, err error)
 }
 
 // Operator performs the operator's secret rotations; internal/server
@@ -126,6 +149,10 @@ const (
 	authOwner
 	authAdmin   // the operator's admin token only
 	authRefresh // a refresh token, checked by the handler
+	// authService accepts what authRequired accepts or a service JWT that
+	// a hosted account signed for this server and this very method (for
+	// example a video service uploading a blob on the account's behalf).
+	authService
 )
 
 // handlerFunc serves one XRPC method. p is nil for unauthenticated methods.
@@ -223,7 +250,9 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, s.log, err)
 			return
 		}
-		writeError(w, r, s.log, pdserr.New(pdserr.MethodNotImplemented, "Method Not Implemented"))
+		if err := s.forward(w, r, nsid); err != nil {
+			writeError(w, r, s.log, err)
+		}
 		return
 	}
 	method := r.Method
@@ -249,6 +278,12 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 		}
 		if rt.auth == authAdmin && p.Kind != auth.Admin {
 			writeError(w, r, s.log, pdserr.New(pdserr.Forbidden, "%s needs the admin token", nsid))
+			return
+		}
+	case authService:
+		var err error
+		if p, err = s.authenticateService(r, nsid); err != nil {
+			writeError(w, r, s.log, err)
 			return
 		}
 	}

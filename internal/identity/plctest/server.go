@@ -27,8 +27,9 @@ const maxOpBytes = 64 << 10
 type Server struct {
 	srv *httptest.Server
 
-	mu  sync.RWMutex
-	ops map[syntax.DID]identity.Operation
+	mu      sync.RWMutex
+	ops     map[syntax.DID]identity.Operation
+	updates int
 }
 
 // NewServer starts a stand-in PLC directory on a loopback port chosen by the
@@ -70,8 +71,10 @@ func (s *Server) Len() int {
 	return len(s.ops)
 }
 
-// handleSubmit implements POST /{did}: it accepts only a valid genesis
-// operation whose derived DID equals the path DID.
+// handleSubmit implements POST /{did}: it accepts a valid genesis
+// operation whose derived DID equals the path DID, or, for a registered
+// DID, an update whose prev is the latest operation and which one of that
+// operation's rotation keys signed.
 func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	did, err := syntax.ParseDID(r.PathValue("did"))
 	if err != nil || did.Method() != "plc" {
@@ -91,6 +94,10 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	var op identity.Operation
 	if err := json.Unmarshal(body, &op); err != nil {
 		writeError(w, http.StatusBadRequest, "Invalid operation: "+err.Error())
+		return
+	}
+	if op.Prev != nil {
+		s.handleUpdate(w, did, op)
 		return
 	}
 	derived, err := op.VerifyGenesis()
@@ -224,4 +231,46 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// handleUpdate applies an update operation to a registered DID.
+func (s *Server) handleUpdate(w http.ResponseWriter, did syntax.DID, op identity.Operation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev, ok := s.ops[did]
+	if !ok {
+		writeError(w, http.StatusBadRequest, "Invalid operation: not a genesis operation: prev is set, and the DID is not registered")
+		return
+	}
+	if err := op.VerifyUpdate(&prev); err != nil {
+		writeError(w, http.StatusBadRequest, "Invalid operation: "+err.Error())
+		return
+	}
+	if _, err := op.Document(did); err != nil {
+		writeError(w, http.StatusBadRequest, "Invalid operation: "+err.Error())
+		return
+	}
+	s.ops[did] = cloneOp(op)
+	s.updates++
+	w.WriteHeader(http.StatusOK)
+}
+
+// Updates returns how many update operations were accepted.
+func (s *Server) Updates() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.updates
+}
+
+// Register stores a genesis operation directly, as if it had been
+// submitted, and returns its DID.
+func (s *Server) Register(op *identity.Operation) (syntax.DID, error) {
+	did, err := op.VerifyGenesis()
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	s.ops[did] = cloneOp(*op)
+	s.mu.Unlock()
+	return did, nil
 }
