@@ -81,6 +81,21 @@ type Settings struct {
 	// default). Turned off, commits still survive a crash of the process
 	// but the newest can be lost to a power failure.
 	SyncCommits bool `json:"sync-commits"`
+	// BlobStore is where blob bytes are kept: "disk" (the default, under
+	// the data directory) or "s3" (an S3-compatible bucket).
+	BlobStore       string `json:"blob-store,omitempty"`
+	BlobS3Endpoint  string `json:"blob-endpoint,omitempty"`
+	BlobS3Bucket    string `json:"blob-bucket,omitempty"`
+	BlobS3Region    string `json:"blob-region,omitempty"`
+	BlobS3AccessKey string `json:"blob-access-key-id,omitempty"`
+	// BlobS3PathStyle addresses the bucket in the path rather than the
+	// host name (MinIO and most self-hosted services).
+	BlobS3PathStyle bool `json:"blob-path-style,omitempty"`
+	// BlobMaxSize is the largest blob accepted, in bytes (0: 100 MiB).
+	BlobMaxSize int64 `json:"blob-max-size,omitempty"`
+	// BlobTTL is how long a blob no record references is kept, as a Go
+	// duration (empty: 1h).
+	BlobTTL string `json:"blob-ttl,omitempty"`
 
 	// AppViewDID and AppViewURL name the AppView that methods not served
 	// here are forwarded to; ChatDID and ChatURL the chat service that
@@ -103,6 +118,8 @@ type Secrets struct {
 	// RateLimitBypass, when set, exempts requests that send it in the
 	// x-ratelimit-bypass header from rate limits (trusted load tests).
 	RateLimitBypass string `json:"ratelimit-bypass-key,omitempty"`
+	// BlobS3SecretKey is the secret access key of the S3 blob store.
+	BlobS3SecretKey string `json:"blob-secret-access-key,omitempty"`
 }
 
 // Config is the complete configuration of a data directory.
@@ -267,6 +284,33 @@ func Fields() []Field {
 				}
 				return nil
 			}},
+		field("blob-store", "where blob bytes are kept: disk (under the data directory) or s3", false, func(c *Config) *string { return &c.BlobStore }),
+		field("blob-endpoint", "S3-compatible endpoint URL, e.g. https://<account>.r2.cloudflarestorage.com (empty: AWS)", false, func(c *Config) *string { return &c.BlobS3Endpoint }),
+		field("blob-bucket", "S3 bucket holding the blobs", false, func(c *Config) *string { return &c.BlobS3Bucket }),
+		field("blob-region", "S3 region (auto for R2)", false, func(c *Config) *string { return &c.BlobS3Region }),
+		field("blob-access-key-id", "S3 access key ID", false, func(c *Config) *string { return &c.BlobS3AccessKey }),
+		{Name: "blob-path-style", Usage: "address the S3 bucket in the URL path (MinIO) instead of the host name",
+			get: func(c *Config) string { return strconv.FormatBool(c.BlobS3PathStyle) },
+			set: func(c *Config, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("invalid boolean %q", v)
+				}
+				c.BlobS3PathStyle = b
+				return nil
+			}},
+		{Name: "blob-max-size", Usage: "largest blob accepted, in bytes (default 104857600, 100 MiB)",
+			get: func(c *Config) string { return strconv.FormatInt(c.BlobMaxSize, 10) },
+			set: func(c *Config, v string) error {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 0 {
+					return fmt.Errorf("invalid size %q", v)
+				}
+				c.BlobMaxSize = n
+				return nil
+			}},
+		field("blob-ttl", "how long a blob no record references is kept (Go duration, default 1h)", false, func(c *Config) *string { return &c.BlobTTL }),
+		field("blob-secret-access-key", "S3 secret access key", true, func(c *Config) *string { return &c.BlobS3SecretKey }),
 		field("appview-did", "DID of the AppView that unserved methods are forwarded to (default did:web:api.bsky.app)", false, func(c *Config) *string { return &c.AppViewDID }),
 		field("appview-url", "URL of that AppView (default https://api.bsky.app)", false, func(c *Config) *string { return &c.AppViewURL }),
 		field("chat-did", "DID of the chat service for chat.bsky.* (default did:web:api.bsky.chat)", false, func(c *Config) *string { return &c.ChatDID }),
@@ -536,6 +580,26 @@ func (c *Config) Validate() error {
 	if c.RateLimitBypass != "" && len(c.RateLimitBypass) < 16 {
 		add("ratelimit-bypass-key", "must be at least 16 characters")
 	}
+	switch c.BlobStore {
+	case "", "disk":
+	case "s3":
+		if c.BlobS3Bucket == "" {
+			add("blob-bucket", "required when blob-store is s3")
+		}
+		if c.BlobS3Endpoint != "" {
+			if err := checkOrigin(strings.TrimRight(c.BlobS3Endpoint, "/")); err != nil {
+				add("blob-endpoint", "%v", err)
+			}
+		}
+		if c.BlobS3AccessKey == "" || c.BlobS3SecretKey == "" {
+			add("blob-access-key-id", "blob-access-key-id and blob-secret-access-key are required when blob-store is s3")
+		}
+	default:
+		add("blob-store", "must be disk or s3, got %q", c.BlobStore)
+	}
+	if d, err := time.ParseDuration(c.BlobTTL); c.BlobTTL != "" && (err != nil || d < time.Minute) {
+		add("blob-ttl", "must be a duration of at least 1m, like 1h")
+	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
 	default:
@@ -583,6 +647,16 @@ func (c *Config) SigningKeyParsed() (*atcrypto.PrivateKeyK256, error) { return P
 
 // ServiceDID is the server's own DID: did:web:<hostname>.
 func (c *Config) ServiceDID() syntax.DID { return syntax.DID("did:web:" + c.Hostname) }
+
+// BlobTTLDuration returns how long unreferenced blobs are kept (one hour
+// when unset).
+func (c *Config) BlobTTLDuration() time.Duration {
+	d, err := time.ParseDuration(c.BlobTTL)
+	if err != nil || d <= 0 {
+		return time.Hour
+	}
+	return d
+}
 
 // Retention returns the firehose retention (72 hours when unset).
 func (c *Config) Retention() time.Duration {

@@ -13,6 +13,7 @@ package repo
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
@@ -75,6 +76,44 @@ type Batch struct {
 	Upsert    []IndexEntry
 	Delete    []IndexEntry
 	Events    []sequencer.Event
+	// Blobs are the blob references of the records the batch writes. The
+	// store first drops the references of every record in Upsert and
+	// Delete, then adds these, in the same transaction: a blob that loses
+	// its last reference starts its unreferenced period, and a referenced
+	// blob must be held with the referenced type and size, or the batch
+	// fails with a *BlobRefError.
+	Blobs []BlobRef
+	// AllowMissingBlobs records references to blobs the server does not
+	// hold instead of failing (repository import); they are listed by
+	// com.atproto.repo.listMissingBlobs until uploaded.
+	AllowMissingBlobs bool
+}
+
+// BlobRef is a record's reference to a blob.
+type BlobRef struct {
+	Collection syntax.NSID
+	RKey       syntax.RecordKey
+	CID        cid.Cid
+	MimeType   string
+	Size       int64
+}
+
+// BlobRefError is returned by Store.Apply for a reference to a blob that
+// is not held (Held false) or whose type or size differ from the held
+// blob's (MimeType and Size).
+type BlobRefError struct {
+	Ref      BlobRef
+	Held     bool
+	MimeType string
+	Size     int64
+}
+
+// Error implements error.
+func (e *BlobRefError) Error() string {
+	if !e.Held {
+		return "blob not found: " + e.Ref.CID.String()
+	}
+	return fmt.Sprintf("blob %s is %s of %d bytes, referenced as %s of %d bytes", e.Ref.CID, e.MimeType, e.Size, e.Ref.MimeType, e.Ref.Size)
 }
 
 // Record is a stored record read back from the index.

@@ -81,6 +81,9 @@ type Options struct {
 	// AllowMissingDelete turns the deletion of an absent record into a
 	// no-op instead of an error (com.atproto.repo.deleteRecord).
 	AllowMissingDelete bool
+	// AllowMissingBlobs accepts records that reference blobs the server
+	// does not hold, recording them as missing (repository import).
+	AllowMissingBlobs bool
 }
 
 // Result describes one applied write.
@@ -236,7 +239,7 @@ func (s *Service) ApplyWrites(ctx context.Context, did syntax.DID, writes []Writ
 		return &Outcome{Results: results}, nil
 	}
 
-	out, err := s.commit(ctx, did, st, preps, before, current)
+	out, err := s.commit(ctx, did, st, preps, before, current, opts.AllowMissingBlobs)
 	if err != nil {
 		// indigo mutates the tree in place; reload it from storage rather
 		// than trust a tree that may be half-changed or ahead of the disk.
@@ -362,7 +365,7 @@ func (s *Service) prepare(w Write, validate *bool) (*prepared, error) {
 
 // commit mutates the tree, signs, and persists. Callers hold st.mu and
 // discard st.tree if it fails.
-func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, preps []*prepared, before, after map[string]*cid.Cid) (*Outcome, error) {
+func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, preps []*prepared, before, after map[string]*cid.Cid, allowMissingBlobs bool) (*Outcome, error) {
 	prevHead := st.head
 	for _, p := range preps {
 		var val *cid.Cid
@@ -453,12 +456,19 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		}
 		ops = append(ops, op)
 	}
+	b.AllowMissingBlobs = allowMissingBlobs
+	linked := map[string]bool{}
 	for _, p := range preps {
 		if v := after[p.path()]; p.Action == Delete || v == nil || !v.Equals(p.cid) {
 			continue
 		}
 		for _, bl := range p.blobs {
-			blobs = append(blobs, lexutil.LexLink(bl.Ref))
+			ref := BlobRef{Collection: p.Collection, RKey: p.RKey, CID: cid.Cid(bl.Ref), MimeType: bl.MimeType, Size: bl.Size}
+			if k := p.path() + " " + ref.CID.KeyString(); !linked[k] {
+				linked[k] = true
+				b.Blobs = append(b.Blobs, ref)
+				blobs = append(blobs, lexutil.LexLink(bl.Ref))
+			}
 		}
 	}
 
@@ -520,12 +530,29 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 	if errors.Is(err, ErrInactive) {
 		return nil, pdserr.Wrap(err, pdserr.AccountDeactivated, "Account is deactivated. Call activateAccount to enable writes.")
 	}
+	var refErr *BlobRefError
+	if errors.As(err, &refErr) {
+		return nil, blobRefProblem(refErr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("apply commit: %w", err)
 	}
 	st.head = head
 	st.nodes = nil
 	return &Outcome{Commit: &CommitRef{CID: head.Commit, Rev: rev}, Seq: seqs}, nil
+}
+
+// blobRefProblem turns a store's refusal of a blob reference into the
+// error the reference PDS answers with.
+func blobRefProblem(e *BlobRefError) error {
+	switch {
+	case !e.Held:
+		return pdserr.Wrap(e, pdserr.BlobNotFound, "Could not find blob: "+e.Ref.CID.String())
+	case e.MimeType != e.Ref.MimeType:
+		return pdserr.Wrap(e, pdserr.InvalidMimeType, fmt.Sprintf("Referenced Mimetype does not match stored blob. Expected: %s, Got: %s", e.MimeType, e.Ref.MimeType))
+	default:
+		return pdserr.Wrap(e, pdserr.InvalidSize, fmt.Sprintf("Referenced Size does not match stored blob. Expected: %d, Got: %d", e.Size, e.Ref.Size))
+	}
 }
 
 // fixRootHeight repairs the layer recorded on the root node after removals.

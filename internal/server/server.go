@@ -21,6 +21,7 @@ import (
 
 	"stratus/internal/account"
 	"stratus/internal/auth"
+	"stratus/internal/blob"
 	"stratus/internal/config"
 	"stratus/internal/crawl"
 	"stratus/internal/idops"
@@ -59,6 +60,7 @@ type Server struct {
 	db             *sqlite.DB
 	repos          *repo.Service
 	accounts       *account.Service
+	blobs          *blob.Service
 	handler        *xrpc.Server
 	http           *xrpc.HTTPServer
 }
@@ -141,6 +143,10 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 	})
 	accounts = account.NewService(db.Accounts(), s.repos, nil)
 	s.accounts = accounts
+	if s.blobs, err = openBlobs(cfg, db, log); err != nil {
+		db.Close()
+		return nil, err
+	}
 
 	if err := s.ensureAccount(ctx, did, handle); err != nil {
 		db.Close()
@@ -204,6 +210,8 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		RateLimitBypass: cfg.RateLimitBypass,
 		Repos:           s.repos,
 		Accounts:        accounts,
+		Blobs:           s.blobs,
+		BlobCounts:      db.Blobs().Counts,
 		Auth:            s.verifier,
 		Sessions:        s.sessions,
 		Operator:        operator{s},
@@ -289,6 +297,7 @@ func (s *Server) housekeeping(ctx context.Context) {
 		} else if n > 0 {
 			s.log.Info("pruned firehose events", "count", n)
 		}
+		s.collectBlobs(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -831,7 +831,8 @@ func TestRecordRoundTrip(t *testing.T) {
 	t.Parallel()
 	s := pdstest.NewServer(t)
 	const link = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
-	const blobRef = "bafkreibme22gw2h7y2h7tg2fhqotaqjucnbc24deqo72b6mkl2egezxhvy"
+	// Records may reference only blobs the server holds.
+	blobRef := upload(t, s, s.Login(t, s.Handle(), pdstest.Password).AccessJWT, "image/png", samplePNG[:123]).Ref.Link
 	cases := []struct {
 		name string
 		rec  string

@@ -149,7 +149,7 @@ var writeStatements = []string{
 }
 
 func (db *DB) prepare(ctx context.Context) error {
-	for _, q := range writeStatements {
+	for _, q := range append(writeStatements, blobWriteStatements...) {
 		st, err := db.write.PrepareContext(ctx, q)
 		if err != nil {
 			return fmt.Errorf("prepare %q: %w", q, err)

@@ -132,6 +132,9 @@ func (s *RepoStore) Apply(ctx context.Context, b *repo.Batch) ([]int64, error) {
 				}
 			}
 		}
+		if err := s.db.linkBlobs(ctx, tx, b); err != nil {
+			return err
+		}
 		var err error
 		seqs, err = s.db.appendEvents(ctx, tx, did, b.Events)
 		return err

@@ -61,6 +61,13 @@ var statusOf = map[string]int{
 	oauth.UseDPoPNonce:              http.StatusUnauthorized,
 }
 
+// methodStatus overrides statusOf for one method: a missing blob is 404 to
+// getBlob, which reads it, but 400 to a record write that references it,
+// as in the reference PDS.
+var methodStatus = map[string]map[string]int{
+	"com.atproto.sync.getBlob": {pdserr.BlobNotFound: http.StatusNotFound},
+}
+
 // StatusOf returns the HTTP status for an XRPC error name.
 func StatusOf(name string) int {
 	if s, ok := statusOf[name]; ok {
@@ -98,6 +105,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	}
 	status := StatusOf(pe.Name)
 	setErrorHeaders(w, err)
+	if st, ok := methodStatus[r.PathValue("nsid")][pe.Name]; ok {
+		status = st
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

@@ -109,6 +109,8 @@ var oauthRules = map[string]oauthRule{
 	"com.atproto.identity.requestPlcOperationSignature": identityRule,
 	"com.atproto.identity.signPlcOperation":             identityRule,
 	"com.atproto.identity.submitPlcOperation":           identityRule,
+	// Lists what the caller's own repository lacks; changes nothing.
+	"com.atproto.repo.listMissingBlobs": oauthAny,
 	"com.atproto.repo.importRepo": func(_ *Server, _ *http.Request, p *auth.Principal, _ []byte) error {
 		if !p.Scopes.AllowsAccount("repo", "manage") {
 			return insufficient("account:repo?action=manage")

@@ -72,5 +72,13 @@ func (s *Server) xrpcRoutes() map[string]route {
 		"com.atproto.sync.getBlocks":       {method: get, handle: s.handleSyncGetBlocks},
 		"com.atproto.sync.getRecord":       {method: get, handle: s.handleSyncGetRecord},
 		"com.atproto.sync.subscribeRepos":  {method: get, handle: s.handleSyncSubscribeRepos},
+
+		// Blobs (uploadBlob reads its body as a stream, with its own limit).
+		// Other services (the video service) upload on the account's
+		// behalf with a service JWT bound to this method.
+		"com.atproto.repo.uploadBlob":       {method: post, auth: authService, streamsBody: true, handle: s.handleRepoUploadBlob},
+		"com.atproto.repo.listMissingBlobs": {method: get, auth: authRequired, handle: s.handleRepoListMissingBlobs},
+		"com.atproto.sync.getBlob":          {method: get, handle: s.handleSyncGetBlob},
+		"com.atproto.sync.listBlobs":        {method: get, handle: s.handleSyncListBlobs},
 	}
 }

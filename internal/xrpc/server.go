@@ -24,6 +24,7 @@ import (
 
 	"stratus/internal/account"
 	"stratus/internal/auth"
+	"stratus/internal/blob"
 	"stratus/internal/idops"
 	"stratus/internal/oauth"
 	"stratus/internal/pdserr"
@@ -47,6 +48,9 @@ const (
 type Deps struct {
 	Repos    *repo.Service
 	Accounts *account.Service
+	// Blobs stores and serves blobs; nil answers uploads with
+	// ServiceUnavailable.
+	Blobs    *blob.Service
 	Auth     *auth.Verifier
 	Sessions *auth.Sessions
 	// Hub streams the firehose.
@@ -163,6 +167,11 @@ type route struct {
 	auth      authLevel
 	bodyLimit int64
 	handle    handlerFunc
+
+	// streamsBody marks a procedure that reads its body as a stream and
+	// enforces its own size limit (uploadBlob), so dispatch leaves the
+	// body alone.
+	streamsBody bool
 }
 
 // Server is the HTTP front of the PDS.
@@ -264,9 +273,14 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	}
 	var p *auth.Principal
 	switch rt.auth {
-	case authRequired, authOwner, authAdmin:
+	case authRequired, authOwner, authAdmin, authService:
 		var err error
-		if p, err = s.deps.Auth.Authenticate(r); err != nil {
+		if rt.auth == authService {
+			p, err = s.authenticateService(r, nsid)
+		} else {
+			p, err = s.deps.Auth.Authenticate(r)
+		}
+		if err != nil {
 			writeError(w, r, s.log, err)
 			return
 		}
@@ -288,14 +302,8 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, s.log, pdserr.New(pdserr.Forbidden, "%s needs the admin token", nsid))
 			return
 		}
-	case authService:
-		var err error
-		if p, err = s.authenticateService(r, nsid); err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
 	}
-	if rt.method == http.MethodPost {
+	if rt.method == http.MethodPost && !rt.streamsBody {
 		limit := rt.bodyLimit
 		if limit == 0 {
 			limit = defaultBodyLimit
