@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,12 +12,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-
-	"github.com/ipfs/go-cid"
-	"github.com/multiformats/go-multihash"
 
 	"stratus/internal/bench"
 	"stratus/internal/cli"
@@ -40,73 +35,26 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// standIn sits in front of a test server: it proxies everything, serves
-// uploadBlob and getBlob from memory (a stand-in for servers without
-// blobs), and answers 500 to the method named in fail.
-type standIn struct {
-	*httptest.Server
-	fail string
-
-	mu    sync.Mutex
-	blobs map[string][]byte
-}
-
-func newStandIn(t *testing.T, s *pdstest.Server, fail string) *standIn {
+// standIn sits in front of a test server, proxying everything but the
+// method named in fail, which it answers with 500.
+func newStandIn(t *testing.T, s *pdstest.Server, fail string) *httptest.Server {
 	t.Helper()
 	target, err := url.Parse(s.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	si := &standIn{fail: fail, blobs: map[string][]byte{}}
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	si.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/xrpc/" + si.fail:
+	si := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/xrpc/"+fail {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusInternalServerError)
 			io.WriteString(w, `{"error":"InternalServerError","message":"stand-in failure"}`)
-		case "/xrpc/com.atproto.repo.uploadBlob":
-			si.upload(w, r)
-		case "/xrpc/com.atproto.sync.getBlob":
-			si.mu.Lock()
-			b, ok := si.blobs[r.URL.Query().Get("cid")]
-			si.mu.Unlock()
-			if !ok {
-				w.WriteHeader(http.StatusBadRequest)
-				io.WriteString(w, `{"error":"BlobNotFound","message":"Blob not found"}`)
-				return
-			}
-			w.Header().Set("Content-Type", "application/octet-stream")
-			w.Write(b)
-		default:
-			proxy.ServeHTTP(w, r)
+			return
 		}
+		proxy.ServeHTTP(w, r)
 	}))
 	t.Cleanup(si.Close)
 	return si
-}
-
-func (si *standIn) upload(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost || !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
-		w.WriteHeader(http.StatusUnauthorized)
-		io.WriteString(w, `{"error":"AuthMissing","message":"Authentication Required"}`)
-		return
-	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
-	if err != nil {
-		w.WriteHeader(http.StatusBadRequest)
-		return
-	}
-	c, err := cid.NewPrefixV1(cid.Raw, multihash.SHA2_256).Sum(b)
-	if err != nil {
-		w.WriteHeader(http.StatusInternalServerError)
-		return
-	}
-	si.mu.Lock()
-	si.blobs[c.String()] = b
-	si.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, `{"blob":{"$type":"blob","ref":{"$link":%q},"mimeType":%q,"size":%d}}`, c, r.Header.Get("Content-Type"), len(b))
 }
 
 // tinyCounts are scenario flags that keep a run to a second or so.
@@ -140,8 +88,7 @@ func byName(rep bench.Report) map[string][]bench.Result {
 func TestBenchAgainstServer(t *testing.T) {
 	t.Parallel()
 	s := pdstest.NewServer(t)
-	si := newStandIn(t, s, "")
-	r := run(t, nil, benchArgs(si.URL, "--json")...)
+	r := run(t, nil, benchArgs(s.URL(), "--json")...)
 	if r.code != 0 {
 		t.Fatalf("bench: %v", r)
 	}
@@ -185,8 +132,8 @@ func TestBenchAgainstServer(t *testing.T) {
 			t.Errorf("export bytes %d", ex[0].Bytes)
 		}
 	}
-	// The stand-in listens in this process, so the sampled server is the
-	// test itself.
+	// The test server listens in this process, so the sampled server is
+	// the test itself.
 	if runtime.GOOS == "linux" && (rep.RSS == nil || rep.RSS.PID != os.Getpid() || rep.RSS.PeakKB <= 0) {
 		t.Errorf("rss %+v, want this process sampled", rep.RSS)
 	}
@@ -302,13 +249,12 @@ func TestBenchLocal(t *testing.T) {
 	}
 	t.Setenv(asPDS, "1")
 	profiles := filepath.Join(t.TempDir(), "profiles")
-	// Blobs are skipped: this server does not store them yet.
-	r := run(t, nil, append([]string{"bench", "--local", "--json", "--profile", profiles, "--skip", "blob"}, tinyCounts...)...)
+	r := run(t, nil, append([]string{"bench", "--local", "--json", "--profile", profiles}, tinyCounts...)...)
 	if r.code != 0 {
 		t.Fatalf("bench --local: %v", r)
 	}
 	rep := decodeReport(t, r)
-	if !rep.Local || rep.Errors != 0 || len(rep.Results) != 7 {
+	if !rep.Local || rep.Errors != 0 || len(rep.Results) != 9 {
 		t.Errorf("local %v, errors %d, %d rows", rep.Local, rep.Errors, len(rep.Results))
 	}
 	if runtime.GOOS == "linux" {
@@ -317,7 +263,7 @@ func TestBenchLocal(t *testing.T) {
 		}
 	}
 	want := []string{"cpu-create-seq.pprof", "cpu-firehose.pprof", "cpu-create-concurrent.pprof", "cpu-apply-writes.pprof",
-		"cpu-get-record.pprof", "cpu-export.pprof", "heap.pprof"}
+		"cpu-get-record.pprof", "cpu-export.pprof", "cpu-blob.pprof", "heap.pprof"}
 	for _, f := range want {
 		st, err := os.Stat(filepath.Join(profiles, f))
 		if err != nil || st.Size() == 0 {
