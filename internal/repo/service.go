@@ -64,6 +64,9 @@ type Service struct {
 
 	mu    sync.Mutex
 	repos map[syntax.DID]*repoState
+
+	// commits writes queued commits, several to a transaction.
+	commits committer
 }
 
 // repoState is the cached, fully loaded MST of one repository. tree is nil
@@ -77,6 +80,12 @@ type repoState struct {
 	// nodes indexes the tree's nodes by CID for getBlocks; built on demand
 	// and dropped by every commit.
 	nodes map[cid.Cid]*mst.Node
+	// last is the newest commit queued for the committer, nil once it is
+	// known to be applied. While it is pending, tree and head are ahead of
+	// storage.
+	last *pending
+	// gen counts reloads of tree from storage.
+	gen uint64
 }
 
 // NewService returns a repository engine.
@@ -107,10 +116,31 @@ func (s *Service) state(did syntax.DID) *repoState {
 	return st
 }
 
-// load makes st.tree the current tree of did, rebuilt from the record
-// index and checked against the data root of the signed commit. Callers
-// hold st.mu.
+// load makes st.tree the current tree of did as storage holds it: it
+// waits for queued commits to be applied and rebuilds the tree from the
+// record index (checked against the data root of the signed commit) if
+// any of them was refused or the tree was dropped. Callers hold st.mu.
 func (s *Service) load(ctx context.Context, did syntax.DID, st *repoState) error {
+	return s.loadState(ctx, did, st, false)
+}
+
+// loadState is load; with speculative set, a tree ahead of storage (its
+// newest commit still queued) is good enough, since a commit built on it
+// is applied after the queued ones.
+func (s *Service) loadState(ctx context.Context, did syntax.DID, st *repoState, speculative bool) error {
+	if st.last != nil {
+		if speculative && st.tree != nil && !st.last.finished() {
+			return nil
+		}
+		// Commits are applied in order and one built on a refused commit
+		// is refused too, so the newest one tells whether the tree
+		// matches storage.
+		<-st.last.done
+		if st.last.err != nil {
+			st.tree = nil
+		}
+		st.last = nil
+	}
 	if st.tree != nil {
 		return nil
 	}
@@ -147,6 +177,7 @@ func (s *Service) load(ctx context.Context, did syntax.DID, st *repoState) error
 	st.head = head
 	st.clock = clockAfter(head.Rev)
 	st.nodes = nil
+	st.gen++
 	return nil
 }
 
@@ -211,6 +242,10 @@ func (s *Service) Create(ctx context.Context, did syntax.DID, extra func(Head, [
 	st := s.state(did)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.last != nil {
+		<-st.last.done
+		st.last = nil
+	}
 	if _, err := s.store.Head(ctx, did); err == nil {
 		return Head{}, pdserr.New(pdserr.InvalidRequest, "repository already exists for %s", did)
 	} else if !errors.Is(err, ErrNoRepo) {
@@ -244,6 +279,7 @@ func (s *Service) Create(ctx context.Context, did syntax.DID, extra func(Head, [
 		return Head{}, fmt.Errorf("apply genesis: %w", err)
 	}
 	st.tree, st.head, st.clock, st.nodes = &tree, head, clock, nil
+	st.gen++
 	return head, nil
 }
 

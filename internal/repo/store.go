@@ -27,6 +27,10 @@ var ErrNoRepo = errors.New("repository not found")
 // account and the account is not active at commit time.
 var ErrInactive = errors.New("account is not active")
 
+// ErrHeadMoved is returned by Store.Apply when the stored head is not the
+// batch's Prev: the batch was built on a commit that never landed.
+var ErrHeadMoved = errors.New("repository head moved")
+
 // ErrBlockNotFound is returned by a Store for a block it does not hold.
 var ErrBlockNotFound = errors.New("block not found")
 
@@ -146,6 +150,13 @@ type Store interface {
 	// Apply writes a commit batch atomically and returns the sequence
 	// numbers assigned to its events.
 	Apply(ctx context.Context, b *Batch) ([]int64, error)
+	// ApplyGroup writes several batches in one transaction, each atomic
+	// on its own: errs[i] is batch i's refusal (its changes rolled back,
+	// the others kept), and seqs[i] its events' sequence numbers. Batches
+	// are applied in order, so a batch built on a refused one fails with
+	// ErrHeadMoved. A non-nil err means the transaction failed as a whole
+	// and nothing was written.
+	ApplyGroup(ctx context.Context, bs []*Batch) (seqs [][]int64, errs []error, err error)
 	// Record returns one record from the index (ErrBlockNotFound if absent).
 	Record(ctx context.Context, did syntax.DID, collection syntax.NSID, rkey syntax.RecordKey) (Record, error)
 	// ListRecords returns a page of records in record-key order.

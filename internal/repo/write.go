@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
@@ -145,18 +146,50 @@ func (s *Service) ApplyWrites(ctx context.Context, did syntax.DID, writes []Writ
 	}
 
 	st := s.state(did)
+	for attempt := 0; ; attempt++ {
+		// A rebuild waits until storage has caught up, so it cannot be
+		// built on another refused commit.
+		out, p, err := s.build(ctx, did, st, preps, opts, attempt == 0)
+		if err != nil || p == nil {
+			return out, err
+		}
+		// The account lock is released: the next commit of this account
+		// is built on this one while this one's transaction is written.
+		<-p.done
+		if p.err == nil {
+			out.Seq = p.seqs
+			return out, nil
+		}
+		s.dropTree(st, p)
+		if errors.Is(p.err, ErrHeadMoved) && p.speculative && attempt == 0 {
+			// The commit this one was built on was refused, so this one
+			// never applied: build it again on what storage holds.
+			continue
+		}
+		return nil, commitError(p.err)
+	}
+}
+
+// build checks writes against the account's current tree (with
+// speculative, possibly ahead of storage), makes and signs the commit and
+// queues it for the group committer, all under the account lock. It
+// returns a nil pending when the writes change nothing.
+func (s *Service) build(ctx context.Context, did syntax.DID, st *repoState, preps []*prepared, opts Options, speculative bool) (*Outcome, *pending, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if s.canWrite != nil {
 		if err := s.canWrite(ctx, did); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	if err := s.load(ctx, did, st); err != nil {
-		return nil, err
+	if err := s.loadState(ctx, did, st, speculative); err != nil {
+		return nil, nil, err
 	}
+	// Whether this commit is built on one not yet applied; decided now,
+	// as that one may finish while this one is built.
+	onPending := st.last != nil
 	if opts.SwapCommit != nil && !opts.SwapCommit.Equals(st.head.Commit) {
-		return nil, pdserr.New(pdserr.InvalidSwap, "Commit was at %s", st.head.Commit)
+		return nil, nil, pdserr.New(pdserr.InvalidSwap, "Commit was at %s", st.head.Commit)
 	}
 
 	// Check every write against the tree as earlier writes of the batch
@@ -178,7 +211,7 @@ func (s *Service) ApplyWrites(ctx context.Context, did syntax.DID, writes []Writ
 		for attempt := 0; ; attempt++ {
 			existing, err := lookup(p.path())
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if p.auto && existing != nil && attempt < 5 {
 				// A generated key collided (possible after the clock moved
@@ -191,10 +224,10 @@ func (s *Service) ApplyWrites(ctx context.Context, did syntax.DID, writes []Writ
 			if err := checkWrite(did, p, existing, opts.AllowMissingDelete && len(preps) == 1); err != nil {
 				if len(preps) > 1 {
 					if pe, ok := pdserr.As(err); ok {
-						return nil, pdserr.New(pe.Name, "Write %d: %s", i, pe.Message)
+						return nil, nil, pdserr.New(pe.Name, "Write %d: %s", i, pe.Message)
 					}
 				}
-				return nil, err
+				return nil, nil, err
 			}
 			break
 		}
@@ -236,18 +269,130 @@ func (s *Service) ApplyWrites(ctx context.Context, did syntax.DID, writes []Writ
 		}
 	}
 	if !changed {
-		return &Outcome{Results: results}, nil
+		return &Outcome{Results: results}, nil, nil
 	}
 
-	out, err := s.commit(ctx, did, st, preps, before, current, opts.AllowMissingBlobs)
+	b, err := s.commit(ctx, did, st, preps, before, current, opts.AllowMissingBlobs)
 	if err != nil {
 		// indigo mutates the tree in place; reload it from storage rather
 		// than trust a tree that may be half-changed or ahead of the disk.
 		st.tree = nil
-		return nil, err
+		return nil, nil, err
 	}
-	out.Results = results
-	return out, nil
+	p := &pending{batch: b, done: make(chan struct{}), gen: st.gen, speculative: onPending}
+	s.commits.submit(s.store, p)
+	st.last = p
+	st.head = b.Head
+	st.nodes = nil
+	return &Outcome{Commit: &CommitRef{CID: b.Head.Commit, Rev: b.Rev}, Results: results}, p, nil
+}
+
+// commitError maps a store's refusal of a commit to the client's error.
+func commitError(err error) error {
+	if errors.Is(err, ErrInactive) {
+		return pdserr.Wrap(err, pdserr.AccountDeactivated, "Account is deactivated. Call activateAccount to enable writes.")
+	}
+	var refErr *BlobRefError
+	if errors.As(err, &refErr) {
+		return blobRefProblem(refErr)
+	}
+	return fmt.Errorf("apply commit: %w", err)
+}
+
+// dropTree discards the account's in-memory tree after p was refused,
+// unless the tree was already reloaded since p was built: the tree holds
+// p's changes and anything built on them, none of which landed.
+func (s *Service) dropTree(st *repoState, p *pending) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.gen == p.gen {
+		st.tree = nil
+	}
+}
+
+// pending is a signed commit queued for the group committer.
+type pending struct {
+	batch *Batch
+	// gen is the tree generation the commit was built on.
+	gen uint64
+	// speculative is set when the commit was built on a commit that was
+	// not yet durable.
+	speculative bool
+
+	done chan struct{} // closed when seqs and err are set
+	seqs []int64
+	err  error
+}
+
+func (p *pending) finished() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// maxGroup bounds how many commits one transaction holds.
+const maxGroup = 64
+
+// committer writes queued commits to the store, as many as are waiting in
+// one transaction: while one transaction is being made durable, the
+// commits that arrive meanwhile queue up and then share the next fsync.
+// Commits are applied in the order they were queued, which for one account
+// is the order they were built in, so firehose seqs follow commit order.
+// A goroutine runs only while the queue is not empty.
+type committer struct {
+	mu      sync.Mutex
+	queue   []*pending
+	running bool
+}
+
+// submit queues p. Callers hold the account lock, so commits of one
+// account are queued in the order they were built.
+func (c *committer) submit(store Store, p *pending) {
+	c.mu.Lock()
+	c.queue = append(c.queue, p)
+	start := !c.running
+	c.running = true
+	c.mu.Unlock()
+	if start {
+		go c.run(store)
+	}
+}
+
+func (c *committer) run(store Store) {
+	for {
+		c.mu.Lock()
+		n := min(len(c.queue), maxGroup)
+		if n == 0 {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		group := c.queue[:n:n]
+		c.queue = c.queue[n:]
+		c.mu.Unlock()
+
+		bs := make([]*Batch, n)
+		for i, p := range group {
+			bs[i] = p.batch
+		}
+		// Not any writer's context: a queued commit is applied even if
+		// its client went away, since later commits are built on it.
+		seqs, errs, err := store.ApplyGroup(context.Background(), bs)
+		for i, p := range group {
+			switch {
+			case err != nil:
+				p.err = err
+			case errs[i] != nil:
+				p.err = errs[i]
+			default:
+				p.seqs = seqs[i]
+			}
+			close(p.done)
+		}
+	}
 }
 
 // checkWrite applies the swap and existence rules of one write.
@@ -363,9 +508,9 @@ func (s *Service) prepare(w Write, validate *bool) (*prepared, error) {
 	return p, nil
 }
 
-// commit mutates the tree, signs, and persists. Callers hold st.mu and
-// discard st.tree if it fails.
-func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, preps []*prepared, before, after map[string]*cid.Cid, allowMissingBlobs bool) (*Outcome, error) {
+// commit mutates the tree and signs, returning the batch that persists the
+// commit. Callers hold st.mu and discard st.tree if it fails.
+func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, preps []*prepared, before, after map[string]*cid.Cid, allowMissingBlobs bool) (*Batch, error) {
 	prevHead := st.head
 	for _, p := range preps {
 		var val *cid.Cid
@@ -526,20 +671,7 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		}
 	}
 
-	seqs, err := s.store.Apply(ctx, b)
-	if errors.Is(err, ErrInactive) {
-		return nil, pdserr.Wrap(err, pdserr.AccountDeactivated, "Account is deactivated. Call activateAccount to enable writes.")
-	}
-	var refErr *BlobRefError
-	if errors.As(err, &refErr) {
-		return nil, blobRefProblem(refErr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("apply commit: %w", err)
-	}
-	st.head = head
-	st.nodes = nil
-	return &Outcome{Commit: &CommitRef{CID: head.Commit, Rev: rev}, Seq: seqs}, nil
+	return b, nil
 }
 
 // blobRefProblem turns a store's refusal of a blob reference into the

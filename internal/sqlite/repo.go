@@ -72,80 +72,139 @@ const (
 	sqlMoveHead      = "UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ? WHERE did = ? AND commit_cid = ?"
 	sqlAccountStatus = "SELECT status FROM accounts WHERE did = ?"
 	sqlAppendEvent   = "INSERT INTO firehose_events (did, type, payload, created_at) VALUES (?, ?, ?, ?)"
+	sqlSavepoint     = "SAVEPOINT batch"
+	sqlRollbackTo    = "ROLLBACK TO batch"
+	sqlRelease       = "RELEASE batch"
 )
 
 // Apply implements repo.Store: the whole batch in one write transaction.
 func (s *RepoStore) Apply(ctx context.Context, b *repo.Batch) ([]int64, error) {
-	var seqs []int64
-	err := s.db.withTx(ctx, func(tx *sql.Tx) error {
-		st := func(q string) *sql.Stmt { return tx.StmtContext(ctx, s.db.stmt(q)) }
-		did := b.DID.String()
-		rev := b.Rev.String()
-		put := st(sqlPutBlock)
-		for _, blk := range b.Put {
-			if _, err := put.ExecContext(ctx, did, blk.CID.Bytes(), rev, blk.Data); err != nil {
-				return fmt.Errorf("insert block: %w", err)
-			}
-		}
-		for _, e := range b.Upsert {
-			if _, err := st(sqlIndexRecord).ExecContext(ctx, did, e.Collection.String(), e.RKey.String(), e.CID.Bytes(), rev); err != nil {
-				return fmt.Errorf("index record: %w", err)
-			}
-		}
-		for _, e := range b.Delete {
-			if _, err := st(sqlUnindexRecord).ExecContext(ctx, did, e.Collection.String(), e.RKey.String()); err != nil {
-				return fmt.Errorf("unindex record: %w", err)
-			}
-		}
-		drop := st(sqlDropBlock)
-		for _, c := range b.Drop {
-			if _, err := drop.ExecContext(ctx, did, c.Bytes()); err != nil {
-				return fmt.Errorf("drop block: %w", err)
-			}
-		}
-		for _, c := range b.MaybeDrop {
-			if _, err := st(sqlMaybeDrop).ExecContext(ctx, did, c.Bytes(), did, c.Bytes()); err != nil {
-				return fmt.Errorf("drop record block: %w", err)
-			}
-		}
-		if b.Prev == nil {
-			if _, err := st(sqlCreateHead).ExecContext(ctx, did, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String()); err != nil {
-				return fmt.Errorf("create head: %w", err)
-			}
-		} else {
-			// Compare-and-set: refuse the batch if the stored head is not
-			// the one it was built on (a second writer bypassed the lock).
-			res, err := st(sqlMoveHead).ExecContext(ctx, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), did, b.Prev.Commit.Bytes())
-			if err != nil {
-				return fmt.Errorf("set head: %w", err)
-			}
-			if n, err := res.RowsAffected(); err != nil || n != 1 {
-				return fmt.Errorf("apply commit: head moved from %s", b.Prev.Commit)
-			}
-			if b.RequireActive {
-				var status string
-				if err := st(sqlAccountStatus).QueryRowContext(ctx, did).Scan(&status); err != nil {
-					return fmt.Errorf("read account status: %w", err)
-				}
-				if status != "active" {
-					return repo.ErrInactive
-				}
-			}
-		}
-		if err := s.db.linkBlobs(ctx, tx, b); err != nil {
-			return err
-		}
-		var err error
-		seqs, err = s.db.appendEvents(ctx, tx, did, b.Events)
-		return err
-	})
+	seqs, errs, err := s.ApplyGroup(ctx, []*repo.Batch{b})
 	if err != nil {
 		return nil, err
 	}
-	if len(seqs) > 0 {
+	if errs[0] != nil {
+		return nil, errs[0]
+	}
+	return seqs[0], nil
+}
+
+// ApplyGroup implements repo.Store: every batch in one write transaction
+// (one fsync for all), each inside its own savepoint so that a refused
+// batch is rolled back alone.
+func (s *RepoStore) ApplyGroup(ctx context.Context, bs []*repo.Batch) ([][]int64, []error, error) {
+	seqs := make([][]int64, len(bs))
+	errs := make([]error, len(bs))
+	events := false
+	err := s.db.withTx(ctx, func(tx *sql.Tx) error {
+		if len(bs) == 1 {
+			// No savepoint needed: a refusal rolls back the transaction.
+			seqs[0], errs[0] = s.apply(ctx, tx, bs[0])
+			events = len(seqs[0]) > 0
+			return errs[0]
+		}
+		savepoint := tx.StmtContext(ctx, s.db.stmt(sqlSavepoint))
+		rollback := tx.StmtContext(ctx, s.db.stmt(sqlRollbackTo))
+		release := tx.StmtContext(ctx, s.db.stmt(sqlRelease))
+		for i, b := range bs {
+			if _, err := savepoint.ExecContext(ctx); err != nil {
+				return fmt.Errorf("savepoint: %w", err)
+			}
+			seqs[i], errs[i] = s.apply(ctx, tx, b)
+			if errs[i] != nil {
+				seqs[i] = nil
+				if _, err := rollback.ExecContext(ctx); err != nil {
+					return fmt.Errorf("roll back batch: %w", err)
+				}
+			} else if len(seqs[i]) > 0 {
+				events = true
+			}
+			if _, err := release.ExecContext(ctx); err != nil {
+				return fmt.Errorf("release savepoint: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if len(bs) == 1 && errs[0] != nil {
+			return nil, errs, nil
+		}
+		return nil, nil, err
+	}
+	if events {
 		s.db.eventsAppended()
 	}
-	return seqs, nil
+	return seqs, errs, nil
+}
+
+// apply writes one batch inside tx.
+func (s *RepoStore) apply(ctx context.Context, tx *sql.Tx, b *repo.Batch) ([]int64, error) {
+	st := func(q string) *sql.Stmt { return tx.StmtContext(ctx, s.db.stmt(q)) }
+	did := b.DID.String()
+	rev := b.Rev.String()
+	if len(b.Put) > 0 {
+		put := st(sqlPutBlock)
+		for _, blk := range b.Put {
+			if _, err := put.ExecContext(ctx, did, blk.CID.Bytes(), rev, blk.Data); err != nil {
+				return nil, fmt.Errorf("insert block: %w", err)
+			}
+		}
+	}
+	if len(b.Upsert) > 0 {
+		index := st(sqlIndexRecord)
+		for _, e := range b.Upsert {
+			if _, err := index.ExecContext(ctx, did, e.Collection.String(), e.RKey.String(), e.CID.Bytes(), rev); err != nil {
+				return nil, fmt.Errorf("index record: %w", err)
+			}
+		}
+	}
+	for _, e := range b.Delete {
+		if _, err := st(sqlUnindexRecord).ExecContext(ctx, did, e.Collection.String(), e.RKey.String()); err != nil {
+			return nil, fmt.Errorf("unindex record: %w", err)
+		}
+	}
+	if len(b.Drop) > 0 {
+		drop := st(sqlDropBlock)
+		for _, c := range b.Drop {
+			if _, err := drop.ExecContext(ctx, did, c.Bytes()); err != nil {
+				return nil, fmt.Errorf("drop block: %w", err)
+			}
+		}
+	}
+	for _, c := range b.MaybeDrop {
+		if _, err := st(sqlMaybeDrop).ExecContext(ctx, did, c.Bytes(), did, c.Bytes()); err != nil {
+			return nil, fmt.Errorf("drop record block: %w", err)
+		}
+	}
+	if b.Prev == nil {
+		if _, err := st(sqlCreateHead).ExecContext(ctx, did, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String()); err != nil {
+			return nil, fmt.Errorf("create head: %w", err)
+		}
+	} else {
+		// Compare-and-set: refuse the batch if the stored head is not
+		// the one it was built on (a second writer bypassed the lock, or
+		// the batch it was built on was refused).
+		res, err := st(sqlMoveHead).ExecContext(ctx, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), did, b.Prev.Commit.Bytes())
+		if err != nil {
+			return nil, fmt.Errorf("set head: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return nil, fmt.Errorf("%w: not at %s", repo.ErrHeadMoved, b.Prev.Commit)
+		}
+		if b.RequireActive {
+			var status string
+			if err := st(sqlAccountStatus).QueryRowContext(ctx, did).Scan(&status); err != nil {
+				return nil, fmt.Errorf("read account status: %w", err)
+			}
+			if status != "active" {
+				return nil, repo.ErrInactive
+			}
+		}
+	}
+	if err := s.db.linkBlobs(ctx, tx, b); err != nil {
+		return nil, err
+	}
+	return s.db.appendEvents(ctx, tx, did, b.Events)
 }
 
 func scanHeadTx(ctx context.Context, tx *sql.Tx, did string) (repo.Head, error) {
