@@ -207,6 +207,13 @@ func (s *RepoStore) apply(ctx context.Context, tx *sql.Tx, b *repo.Batch) ([]int
 	return s.db.appendEvents(ctx, tx, did, b.Events)
 }
 
+const (
+	sqlExportAll = `SELECT b.cid, b.data FROM repo_blocks b WHERE b.did = ?
+		AND EXISTS (SELECT 1 FROM records r WHERE r.did = b.did AND r.cid = b.cid)`
+	sqlExportSince = `SELECT b.cid, b.data FROM repo_blocks b WHERE b.did = ?
+		AND EXISTS (SELECT 1 FROM records r WHERE r.did = b.did AND r.cid = b.cid AND r.rev > ?)`
+)
+
 func scanHeadTx(ctx context.Context, tx *sql.Tx, did string) (repo.Head, error) {
 	return scanHead(tx.QueryRowContext(ctx, "SELECT commit_cid, data_cid, rev FROM repo_roots WHERE did = ?", did))
 }
@@ -306,9 +313,15 @@ func (s *RepoStore) Export(ctx context.Context, did syntax.DID, since string, he
 	if err := head(h); err != nil {
 		return err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT b.cid, b.data FROM records r
-		JOIN repo_blocks b ON b.did = r.did AND b.cid = r.cid
-		WHERE r.did = ? AND r.rev > ? GROUP BY b.cid`, did.String(), since)
+	// Walk the blocks in key order and keep those an indexed record
+	// points to (which leaves out the commit): each block once, with no
+	// sort of the whole repository, unlike a join from records grouped by
+	// CID.
+	q, args := sqlExportAll, []any{did.String()}
+	if since != "" {
+		q, args = sqlExportSince, append(args, since)
+	}
+	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("export blocks: %w", err)
 	}

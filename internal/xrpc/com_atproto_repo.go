@@ -410,7 +410,7 @@ func (s *Server) handleRepoGetRecord(w http.ResponseWriter, r *http.Request, _ *
 		return err
 	}
 	var want *cid.Cid
-	if v := r.URL.Query().Get("cid"); v != "" {
+	if v := queryValue(r, "cid"); v != "" {
 		c, err := cid.Decode(v)
 		if err != nil {
 			return pdserr.New(pdserr.InvalidRequest, "Error: cid must be a cid string")

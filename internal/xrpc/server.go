@@ -380,8 +380,21 @@ func jsonKind(k string) string {
 
 // Query parameter helpers.
 
+// queryValue returns one query parameter. The query of a GET is parsed
+// once per request (into r.Form, which for a GET holds only the URL's
+// query) rather than once per parameter.
+func queryValue(r *http.Request, name string) string {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return r.URL.Query().Get(name)
+	}
+	if r.Form == nil {
+		_ = r.ParseForm() // a malformed pair is skipped, as URL.Query does
+	}
+	return r.Form.Get(name)
+}
+
 func queryString(r *http.Request, name string, required bool) (string, error) {
-	v := r.URL.Query().Get(name)
+	v := queryValue(r, name)
 	if v == "" && required {
 		return "", pdserr.New(pdserr.InvalidRequest, "Error: Params must have the property %q", name)
 	}
@@ -425,7 +438,7 @@ func queryRecordKey(r *http.Request, name string) (syntax.RecordKey, error) {
 }
 
 func queryInt(r *http.Request, name string, def, min, max int) (int, error) {
-	v := r.URL.Query().Get(name)
+	v := queryValue(r, name)
 	if v == "" {
 		return def, nil
 	}
@@ -440,7 +453,7 @@ func queryInt(r *http.Request, name string, def, min, max int) (int, error) {
 }
 
 func queryBool(r *http.Request, name string) (bool, error) {
-	switch v := r.URL.Query().Get(name); v {
+	switch v := queryValue(r, name); v {
 	case "", "false":
 		return false, nil
 	case "true":
