@@ -230,6 +230,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		Logger:      log,
 		Ping:        db.Ping,
 		OAuth:       s.oauth,
+		Migration:   s.migrationService(cfg, opts),
 	})
 	return s, nil
 }

@@ -26,6 +26,7 @@ import (
 	"stratus/internal/auth"
 	"stratus/internal/blob"
 	"stratus/internal/idops"
+	"stratus/internal/migration"
 	"stratus/internal/oauth"
 	"stratus/internal/pdserr"
 	"stratus/internal/prefs"
@@ -103,6 +104,9 @@ type Deps struct {
 	BlobCounts func(ctx context.Context, did syntax.DID) (expected, imported int64, err error)
 	// OAuth is the OAuth authorization server; nil disables OAuth.
 	OAuth *oauth.Provider
+	// Migration serves createAccount for an account moving here and
+	// importRepo; nil refuses both.
+	Migration *migration.Service
 }
 
 // Operator performs the operator's secret rotations; internal/server
