@@ -183,3 +183,25 @@ func TestMigrateIn(t *testing.T) {
 		t.Fatalf("third run: %v", third)
 	}
 }
+
+// TestInitMigrate prepares a data directory for an existing did:plc: the
+// account starts deactivated, this server gets its own rotation key and
+// no DID is registered.
+func TestInitMigrate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir() + "/data"
+	did := "did:plc:abcdefghijklmnopqrstuvwx"
+	r := mustRun(t, nil, initArgs(dir, "--migrate", "--did", did, "--handle", "alice.example.com", "--json")...)
+	var out map[string]any
+	decodeOne(t, r.stdout, &out)
+	if out["did"] != did || out["rotationKey"] == nil {
+		t.Fatalf("init --migrate: %v", out)
+	}
+	settings := readJSONFile(t, dir+"/settings.json")
+	if settings["initially-active"] != false || settings["did"] != did {
+		t.Fatalf("settings: %v", settings)
+	}
+	if r := run(t, nil, initArgs(t.TempDir()+"/x", "--migrate")...); r.code != 2 {
+		t.Fatalf("--migrate without --did: %v", r)
+	}
+}
