@@ -92,6 +92,15 @@ func TestMigrateIn(t *testing.T) {
 	prefs := []any{map[string]any{"$type": "app.bsky.actor.defs#adultContentPref", "enabled": true}}
 	src.Call(t, http.MethodPost, "app.bsky.actor.putPreferences", nil, map[string]any{"preferences": prefs}, srcSess.AccessJWT, nil)
 	before := dst.LastSeq(t)
+	// Leaving a Stratus: the source serves listBlobs to the new host's
+	// tools; the rest of what they call is exercised by the move below.
+	var lb struct {
+		CIDs []string `json:"cids"`
+	}
+	src.Call(t, http.MethodGet, "com.atproto.sync.listBlobs", url.Values{"did": {did.String()}}, nil, "", &lb)
+	if len(lb.CIDs) != 1 {
+		t.Fatalf("listBlobs on the old server: %v", lb.CIDs)
+	}
 
 	args := []string{"migrate", "in", "--from", src.URL(), "--identifier", "alice.old.test",
 		"--server", dst.URL(), "--admin-token", dst.AdminToken(), "--plc-url", plc.URL()}
