@@ -59,6 +59,7 @@ type migStatus struct {
 	IndexedRecords int64  `json:"indexedRecords"`
 	ExpectedBlobs  int64  `json:"expectedBlobs"`
 	ImportedBlobs  int64  `json:"importedBlobs"`
+	ValidDID       bool   `json:"validDid"`
 }
 
 // TestMigrateIn moves an account between two servers with pds migrate in:
@@ -115,7 +116,7 @@ func TestMigrateIn(t *testing.T) {
 	// Repository and blobs are here already, the account still inactive.
 	var st migStatus
 	dst.Call(t, http.MethodGet, "com.atproto.server.checkAccountStatus", nil, nil, dst.AdminToken(), &st)
-	if st.Activated || st.IndexedRecords != 6 || st.ExpectedBlobs != 1 || st.ImportedBlobs != 1 {
+	if st.Activated || st.ValidDID || st.IndexedRecords != 6 || st.ExpectedBlobs != 1 || st.ImportedBlobs != 1 {
 		t.Fatalf("target after the first run: %+v", st)
 	}
 	var tok struct {
@@ -134,7 +135,7 @@ func TestMigrateIn(t *testing.T) {
 	}
 	// Records, blob and preferences are on the new server.
 	dst.Call(t, http.MethodGet, "com.atproto.server.checkAccountStatus", nil, nil, dst.AdminToken(), &st)
-	if !st.Activated || st.IndexedRecords != 6 || st.ExpectedBlobs != st.ImportedBlobs || st.ImportedBlobs != 1 {
+	if !st.Activated || !st.ValidDID || st.IndexedRecords != 6 || st.ExpectedBlobs != st.ImportedBlobs || st.ImportedBlobs != 1 {
 		t.Fatalf("target after migration: %+v", st)
 	}
 	var list struct {

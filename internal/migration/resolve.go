@@ -26,21 +26,35 @@ type Resolver struct {
 // SigningKey returns the key of the document's #atproto verification
 // method.
 func (r *Resolver) SigningKey(ctx context.Context, did syntax.DID) (atcrypto.PublicKey, error) {
+	key, _, err := r.PDS(ctx, did)
+	return key, err
+}
+
+// PDS returns the signing key and the PDS endpoint (#atproto_pds) the
+// DID document names now; the endpoint is empty when it names none.
+func (r *Resolver) PDS(ctx context.Context, did syntax.DID) (atcrypto.PublicKey, string, error) {
 	switch did.Method() {
 	case "plc":
 		if r.PLC == nil {
-			return nil, fmt.Errorf("no PLC directory configured")
+			return nil, "", fmt.Errorf("no PLC directory configured")
 		}
 		doc, err := r.PLC.Document(ctx, did)
 		if err != nil {
-			return nil, err
+			return nil, "", err
+		}
+		endpoint := ""
+		for _, svc := range doc.Service {
+			if svc.ID == "#atproto_pds" || strings.HasSuffix(svc.ID, "#atproto_pds") {
+				endpoint = svc.ServiceEndpoint
+			}
 		}
 		for _, vm := range doc.VerificationMethod {
 			if vm.ID == "#atproto" || strings.HasSuffix(vm.ID, "#atproto") {
-				return atcrypto.ParsePublicMultibase(vm.PublicKeyMultibase)
+				key, err := atcrypto.ParsePublicMultibase(vm.PublicKeyMultibase)
+				return key, endpoint, err
 			}
 		}
-		return nil, fmt.Errorf("the DID document of %s has no atproto signing key", did)
+		return nil, "", fmt.Errorf("the DID document of %s has no atproto signing key", did)
 	case "web":
 		dir := &indigoid.BaseDirectory{SkipHandleVerification: true}
 		if r.Web != nil {
@@ -48,11 +62,12 @@ func (r *Resolver) SigningKey(ctx context.Context, did syntax.DID) (atcrypto.Pub
 		}
 		doc, err := dir.ResolveDID(ctx, did)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		id := indigoid.ParseIdentity(doc)
-		return id.PublicKey()
+		key, err := id.PublicKey()
+		return key, id.PDSEndpoint(), err
 	default:
-		return nil, fmt.Errorf("unsupported DID method %q", did.Method())
+		return nil, "", fmt.Errorf("unsupported DID method %q", did.Method())
 	}
 }
