@@ -13,7 +13,7 @@ import (
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
-	"github.com/coder/websocket"
+	"github.com/gorilla/websocket"
 	"github.com/ipfs/go-cid"
 	cbg "github.com/whyrusleeping/cbor-gen"
 )
@@ -38,7 +38,7 @@ func (s *subscriber) read(ctx context.Context) {
 	defer close(s.done)
 	var buf bytes.Buffer // reused: one message at a time
 	for {
-		_, rd, err := s.conn.Reader(ctx)
+		_, rd, err := s.conn.NextReader()
 		if err == nil {
 			buf.Reset()
 			_, err = buf.ReadFrom(rd)
@@ -181,13 +181,16 @@ func (r *run) firehose(ctx context.Context) []Result {
 	defer func() {
 		cancel()
 		for _, s := range subs {
-			s.conn.CloseNow()
+			s.conn.Close()
 			<-s.done
 		}
 	}()
 	for range r.opts.Subscribers {
+		// gorilla/websocket, which relays built on indigo use, reads a
+		// message without per-read timers or contexts: the subscribers
+		// share the server's cores, so their own cost must stay small.
 		dctx, dcancel := context.WithTimeout(ctx, r.opts.RequestTimeout)
-		conn, resp, err := websocket.Dial(dctx, subscribeURL(r.opts.Server), &websocket.DialOptions{HTTPHeader: header})
+		conn, resp, err := websocket.DefaultDialer.DialContext(dctx, subscribeURL(r.opts.Server), header)
 		dcancel()
 		if resp != nil && resp.Body != nil {
 			resp.Body.Close()
