@@ -167,6 +167,7 @@ func (s *Service) Import(ctx context.Context, did syntax.DID, car io.ReaderAt, s
 	st := s.state(did)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	settle(st) // the head read next must include every queued commit
 	prev, err := s.Head(ctx, did)
 	if err != nil {
 		return nil, err

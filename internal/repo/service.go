@@ -135,11 +135,7 @@ func (s *Service) loadState(ctx context.Context, did syntax.DID, st *repoState, 
 		// Commits are applied in order and one built on a refused commit
 		// is refused too, so the newest one tells whether the tree
 		// matches storage.
-		<-st.last.done
-		if st.last.err != nil {
-			st.tree = nil
-		}
-		st.last = nil
+		settle(st)
 	}
 	if st.tree != nil {
 		return nil
@@ -242,10 +238,7 @@ func (s *Service) Create(ctx context.Context, did syntax.DID, extra func(Head, [
 	st := s.state(did)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.last != nil {
-		<-st.last.done
-		st.last = nil
-	}
+	settle(st)
 	if _, err := s.store.Head(ctx, did); err == nil {
 		return Head{}, pdserr.New(pdserr.InvalidRequest, "repository already exists for %s", did)
 	} else if !errors.Is(err, ErrNoRepo) {

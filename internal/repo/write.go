@@ -310,6 +310,20 @@ func (s *Service) dropTree(st *repoState, p *pending) {
 	}
 }
 
+// settle waits until the account's queued commits are applied, so that
+// storage holds everything the account has acknowledged or is about to.
+// Callers hold st.mu.
+func settle(st *repoState) {
+	if st.last == nil {
+		return
+	}
+	<-st.last.done
+	if st.last.err != nil {
+		st.tree = nil
+	}
+	st.last = nil
+}
+
 // pending is a signed commit queued for the group committer.
 type pending struct {
 	batch *Batch
