@@ -35,6 +35,7 @@ import (
 	"stratus/internal/repo"
 	"stratus/internal/sequencer"
 	"stratus/internal/serviceauth"
+	"stratus/internal/status"
 )
 
 // Body size limits. Repository writes may carry up to 200 records; other
@@ -103,6 +104,9 @@ type Deps struct {
 	BlobCounts func(ctx context.Context, did syntax.DID) (expected, imported int64, err error)
 	// OAuth is the OAuth authorization server; nil disables OAuth.
 	OAuth *oauth.Provider
+	// Status assembles the operator's status report
+	// (app.stratus.admin.getStatus); nil answers ServiceUnavailable.
+	Status func(ctx context.Context) (*status.Report, error)
 }
 
 // Operator performs the operator's secret rotations; internal/server
