@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -241,13 +242,26 @@ func TestMetrics(t *testing.T) {
 	// A made-up method name must not become a label of its own.
 	s.Do(t, get, "com.example.made.up", nil, nil, "")
 	s.Raw(t, get, "/no/such/page", nil, nil)
+	// The firehose (a hijacked connection) and blob downloads work through
+	// the metrics middleware.
+	c, ctx := dial(t, s, "?cursor=0")
+	if f := readFrame(t, ctx, c); f.mustSeq(t) != 1 {
+		t.Errorf("first firehose frame is not seq 1")
+	}
+	waitSubscribers(t, s, 1)
+	tok := s.Login(t, s.Handle(), pdstest.Password).AccessJWT
+	ref := upload(t, s, tok, "image/png", pngBytes(t))
+	resp, body := s.Raw(t, get, "/xrpc/com.atproto.sync.getBlob?did="+s.DID()+"&cid="+ref.Ref.Link, nil, nil)
+	if resp.StatusCode != http.StatusOK || string(body) != string(pngBytes(t)) {
+		t.Errorf("getBlob through the middleware = %d, %d bytes", resp.StatusCode, len(body))
+	}
 
-	resp, err := http.Get("http://" + addr + "/metrics")
+	scrape, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	defer scrape.Body.Close()
+	b, _ := io.ReadAll(scrape.Body)
 	text := string(b)
 	for _, want := range []string{
 		`pds_http_requests_total{code="200",method="com.atproto.repo.createRecord"} 1`,
@@ -261,9 +275,11 @@ func TestMetrics(t *testing.T) {
 		"pds_repo_commits_total 2", // the genesis commit and the record
 		"pds_firehose_events_total 1",
 		"pds_firehose_seq ",
-		"pds_firehose_subscribers 0",
-		"pds_blobs 0",
-		"pds_blob_bytes 0",
+		"pds_firehose_subscribers 1",
+		"pds_blobs 1",
+		fmt.Sprintf("pds_blob_bytes %d", len(pngBytes(t))),
+		`pds_http_requests_total{code="200",method="com.atproto.sync.getBlob"} 1`,
+		`pds_http_requests_total{code="200",method="com.atproto.server.createSession"} 1`,
 		"pds_database_bytes ",
 		"go_goroutines ",
 	} {

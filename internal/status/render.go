@@ -67,7 +67,7 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 
 	section(tw, "Crawlers")
 	if len(r.Crawlers) == 0 {
-		row(tw, "(none configured)", "")
+		fmt.Fprintln(tw, "  (none configured)")
 	}
 	for _, c := range r.Crawlers {
 		switch {
@@ -97,7 +97,7 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 
 	section(tw, "Recent events")
 	if len(r.RecentEvents) == 0 {
-		row(tw, "(none retained)", "")
+		fmt.Fprintln(tw, "  (none retained)")
 	}
 	for _, ev := range r.RecentEvents {
 		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\n", ev.Seq, ev.Type, ev.Time.Local().Format("2006-01-02 15:04:05"), ev.Detail)
@@ -138,6 +138,8 @@ func Bytes(n int64) string {
 func Duration(d time.Duration) string {
 	d = d.Round(time.Second)
 	switch {
+	case d >= 24*time.Hour && d%(24*time.Hour) < time.Hour:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
 	case d >= 24*time.Hour:
 		return fmt.Sprintf("%dd%dh", d/(24*time.Hour), (d%(24*time.Hour))/time.Hour)
 	case d >= time.Hour:
