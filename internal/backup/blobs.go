@@ -99,7 +99,7 @@ func copyBlobs(ctx context.Context, db string, src blob.Store, root string) (cop
 			err = copyBlob(ctx, src, key, r.Size, filepath.Join(root, filepath.FromSlash(blob.RelPath(key))))
 			if errors.Is(err, blob.ErrNotFound) {
 				if rec, ok := refs[r.CID]; ok {
-					return out, fmt.Errorf("blob %s of %s, referenced by record %s, is missing from the blob store: run pds check", r.CID, a.DID, rec)
+					return out, fmt.Errorf("blob %s of %s, referenced by record %s, is missing from the blob store (lost, or collected while the backup ran without a hold): run pds check", r.CID, a.DID, rec)
 				}
 				if err := in.DeleteBlobRow(ctx, a.DID, r.CID); err != nil {
 					return out, err
