@@ -178,7 +178,7 @@ type repoState struct {
 	// refs: the blobs each indexed record references, for the records
 	// whose block could be read.
 	refs map[string][]atdata.Blob
-	root     cid.Cid             // MST root rebuilt from the index
+	root cid.Cid // MST root rebuilt from the index
 }
 
 type indexRow struct {
