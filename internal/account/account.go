@@ -149,8 +149,11 @@ func (s *Service) Get(ctx context.Context, did syntax.DID) (Account, error) {
 
 // Resolve returns the account named by a DID or a handle.
 func (s *Service) Resolve(ctx context.Context, id string) (Account, error) {
+	// Reads name the account on every request; the short-lived cache
+	// saves a query each (changes made through this service are seen at
+	// once, see forget).
 	if did, err := syntax.ParseDID(id); err == nil {
-		return s.Get(ctx, did)
+		return s.cachedGet(ctx, did)
 	}
 	h, err := syntax.ParseHandle(id)
 	if err != nil {
@@ -161,7 +164,7 @@ func (s *Service) Resolve(ctx context.Context, id string) (Account, error) {
 	c, ok := s.handle[key]
 	s.mu.Unlock()
 	if ok && time.Since(c.at) < 10*cacheTTL {
-		a, err := s.Get(ctx, c.did)
+		a, err := s.cachedGet(ctx, c.did)
 		if err == nil && a.Handle.Normalize().String() == key {
 			return a, nil
 		}

@@ -19,6 +19,7 @@ const DevHandle = "dev.test"
 
 func newServeCmd(e IO) *cobra.Command {
 	var dev bool
+	var debugAddr string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the PDS",
@@ -32,6 +33,14 @@ its handle and a freshly generated password once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir := dataDir(cmd, e)
+			if debugAddr == "" {
+				debugAddr = e.Getenv("PDS_DEBUG_ADDR")
+			}
+			if debugAddr != "" {
+				if err := checkDebugAddr(debugAddr); err != nil {
+					return err
+				}
+			}
 			var devPassword string
 			if dev && !config.Exists(dir) {
 				var err error
@@ -58,6 +67,15 @@ its handle and a freshly generated password once.`,
 				fmt.Fprintf(e.Stdout, "  Password (shown once)  %s\n", devPassword)
 				fmt.Fprintf(e.Stdout, "  Admin token            %s\n", c.AdminToken)
 			}
+			if debugAddr != "" {
+				dbg, at, err := startDebug(debugAddr, log)
+				if err != nil {
+					srv.Close()
+					return err
+				}
+				defer dbg.Close()
+				fmt.Fprintf(e.Stdout, "  pprof debug listener on http://%s\n", at)
+			}
 			<-cmd.Context().Done()
 			fmt.Fprintln(e.Stdout, "shutting down")
 			return srv.Close()
@@ -65,6 +83,7 @@ its handle and a freshly generated password once.`,
 	}
 	addConfigFlags(cmd, true)
 	cmd.Flags().BoolVar(&dev, "dev", false, "create a local development account in an empty data directory")
+	cmd.Flags().StringVar(&debugAddr, "debug-addr", "", "serve Go pprof profiles on this loopback address, e.g. 127.0.0.1:6060 (env PDS_DEBUG_ADDR; off by default)")
 	return cmd
 }
 

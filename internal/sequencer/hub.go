@@ -137,13 +137,21 @@ func (h *Hub) Subscribers() int {
 	return len(h.subs)
 }
 
-// coalesce is the shortest time between two broadcasts while anyone is
-// subscribed. Events committed within it of the previous broadcast go out
-// together: each subscriber then wakes once and writes them with one
-// system call, which under a steady stream of writes divides the fan-out
-// cost per event, for at most this much added delivery latency. An event
-// after a quiet spell goes out at once.
-const coalesce = 4 * time.Millisecond
+// Broadcasts are spaced by a pause that grows with the number of
+// subscribers: events committed within it of the previous broadcast go
+// out together, so each subscriber wakes once and writes them with one
+// system call. The cost it divides is paid per subscriber, so one
+// subscriber waits at most coalescePerSub, and a hundred up to
+// maxCoalesce. An event after a quiet spell goes out at once.
+const (
+	coalescePerSub = 40 * time.Microsecond
+	maxCoalesce    = 4 * time.Millisecond
+)
+
+// coalesceFor is the pause between broadcasts with n subscribers.
+func coalesceFor(n int) time.Duration {
+	return min(time.Duration(n)*coalescePerSub, maxCoalesce)
+}
 
 func (h *Hub) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
@@ -156,7 +164,7 @@ func (h *Hub) run(ctx context.Context) {
 		case <-h.notify:
 		case <-t.C:
 		}
-		if wait := coalesce - time.Since(last); wait > 0 && h.Subscribers() > 0 {
+		if wait := coalesceFor(h.Subscribers()) - time.Since(last); wait > 0 {
 			select {
 			case <-ctx.Done():
 				return

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
 
 	"stratus/internal/account"
@@ -105,11 +104,9 @@ func (s *Server) handleSyncListBlobs(w http.ResponseWriter, r *http.Request, _ *
 	if err != nil {
 		return err
 	}
-	since := r.URL.Query().Get("since")
-	if since != "" {
-		if _, err := syntax.ParseTID(since); err != nil {
-			return pdserr.New(pdserr.InvalidRequest, "Error: since must be a valid tid")
-		}
+	since, err := querySince(r)
+	if err != nil {
+		return err
 	}
 	limit, err := queryInt(r, "limit", 500, 1, 1000)
 	if err != nil {

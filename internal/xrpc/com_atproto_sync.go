@@ -44,17 +44,26 @@ func writeCARBytes(w http.ResponseWriter, car []byte) error {
 	return nil
 }
 
+// querySince reads the optional since parameter, a revision (TID).
+func querySince(r *http.Request) (string, error) {
+	since := r.URL.Query().Get("since")
+	if since != "" {
+		if _, err := syntax.ParseTID(since); err != nil {
+			return "", pdserr.New(pdserr.InvalidRequest, "Error: since must be a valid tid")
+		}
+	}
+	return since, nil
+}
+
 // handleSyncGetRepo serves com.atproto.sync.getRepo, streaming the CAR.
 func (s *Server) handleSyncGetRepo(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
 	a, err := s.servableRepo(r)
 	if err != nil {
 		return err
 	}
-	since := r.URL.Query().Get("since")
-	if since != "" {
-		if _, err := syntax.ParseTID(since); err != nil {
-			return pdserr.New(pdserr.InvalidRequest, "Error: since must be a valid tid")
-		}
+	since, err := querySince(r)
+	if err != nil {
+		return err
 	}
 	started := false
 	err = s.deps.Repos.ExportCAR(r.Context(), a.DID, since, headerOnFirstWrite{w: w, started: &started})

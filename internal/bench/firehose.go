@@ -1,0 +1,275 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/bluesky-social/indigo/atproto/atdata"
+	"github.com/gorilla/websocket"
+	"github.com/ipfs/go-cid"
+	cbg "github.com/whyrusleeping/cbor-gen"
+)
+
+// maxFrame bounds one firehose message (a commit carries at most a few
+// megabytes of blocks).
+const maxFrame = 16 << 20
+
+// subscriber is one firehose connection, remembering when each created
+// record's commit arrived.
+type subscriber struct {
+	conn   *websocket.Conn
+	frames *frameCache
+	done   chan struct{}
+
+	mu  sync.Mutex
+	got map[string]time.Time // record CID → arrival
+	err error
+}
+
+func (s *subscriber) read(ctx context.Context) {
+	defer close(s.done)
+	var buf bytes.Buffer // reused: one message at a time
+	for {
+		_, rd, err := s.conn.NextReader()
+		if err == nil {
+			buf.Reset()
+			_, err = buf.ReadFrom(rd)
+		}
+		at := time.Now()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.fail(fmt.Errorf("firehose connection ended: %w", err))
+			}
+			return
+		}
+		cids, err := s.frames.decode(buf.Bytes())
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		s.mu.Lock()
+		for _, c := range cids {
+			s.got[c] = at
+		}
+		s.mu.Unlock()
+	}
+}
+
+// frameCache decodes each distinct frame once. A server sends the same
+// bytes to every subscriber, so the others find the result by a hash of
+// the bytes instead of decoding again: the load generator shares the
+// server's cores, and a hundred decoders would measure mostly themselves.
+// A server that encodes per subscriber still works, only slower.
+type frameCache struct {
+	seed maphash.Seed
+	mu   sync.Mutex
+	m    map[frameKey]frameInfo
+}
+
+type frameKey struct {
+	hash uint64
+	size int
+}
+
+type frameInfo struct {
+	cids []string
+	err  error
+}
+
+func newFrameCache() *frameCache {
+	return &frameCache{seed: maphash.MakeSeed(), m: map[frameKey]frameInfo{}}
+}
+
+func (fc *frameCache) decode(frame []byte) ([]string, error) {
+	k := frameKey{maphash.Bytes(fc.seed, frame), len(frame)}
+	fc.mu.Lock()
+	fi, ok := fc.m[k]
+	fc.mu.Unlock()
+	if ok {
+		return fi.cids, fi.err
+	}
+	cids, err := createdCIDs(frame)
+	fc.mu.Lock()
+	fc.m[k] = frameInfo{cids, err}
+	fc.mu.Unlock()
+	return cids, err
+}
+
+func (s *subscriber) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+func (s *subscriber) has(c string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.got[c]
+	return ok || s.err != nil
+}
+
+// createdCIDs decodes a firehose frame and returns the CIDs of the
+// records a #commit creates; other messages give none, error frames an
+// error.
+func createdCIDs(frame []byte) ([]string, error) {
+	r := bytes.NewReader(frame)
+	if err := cbg.ScanForLinks(r, func(cid.Cid) {}); err != nil {
+		return nil, fmt.Errorf("firehose frame header: %w", err)
+	}
+	n := len(frame) - r.Len()
+	hdr, err := atdata.UnmarshalCBOR(frame[:n])
+	if err != nil {
+		return nil, fmt.Errorf("firehose frame header: %w", err)
+	}
+	if op, _ := hdr["op"].(int64); op != 1 {
+		body, _ := atdata.UnmarshalCBOR(frame[n:])
+		return nil, fmt.Errorf("firehose error frame: %v: %v", body["error"], body["message"])
+	}
+	if t, _ := hdr["t"].(string); t != "#commit" {
+		return nil, nil
+	}
+	var ev comatproto.SyncSubscribeRepos_Commit
+	if err := ev.UnmarshalCBOR(r); err != nil {
+		return nil, fmt.Errorf("firehose #commit: %w", err)
+	}
+	var out []string
+	for _, op := range ev.Ops {
+		if op.Action == "create" && op.Cid != nil {
+			out = append(out, op.Cid.String())
+		}
+	}
+	return out, nil
+}
+
+// subscribeURL turns the server origin into the subscribeRepos URL.
+func subscribeURL(server string) string {
+	u := strings.TrimRight(server, "/")
+	if rest, ok := strings.CutPrefix(u, "https://"); ok {
+		u = "wss://" + rest
+	} else if rest, ok := strings.CutPrefix(u, "http://"); ok {
+		u = "ws://" + rest
+	}
+	return u + "/xrpc/com.atproto.sync.subscribeRepos"
+}
+
+// 5: S subscribers attached while sequential createRecord calls run.
+func (r *run) firehose(ctx context.Context) []Result {
+	n := r.opts.Records
+	writeTitle := "createRecord, sequential, " + plural(r.opts.Subscribers, "subscriber")
+	deliveryTitle := "firehose delivery to " + plural(r.opts.Subscribers, "subscriber")
+	fail := func(err error) []Result {
+		return []Result{{Title: writeTitle}, {Title: deliveryTitle, Errors: 1, FirstError: err.Error()}}
+	}
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	header := http.Header{}
+	if r.opts.RateLimitBypass != "" {
+		header.Set("x-ratelimit-bypass", r.opts.RateLimitBypass)
+	}
+	subs := make([]*subscriber, 0, r.opts.Subscribers)
+	frames := newFrameCache()
+	defer func() {
+		cancel()
+		for _, s := range subs {
+			s.conn.Close()
+			<-s.done
+		}
+	}()
+	for range r.opts.Subscribers {
+		// gorilla/websocket, which relays built on indigo use, reads a
+		// message without per-read timers or contexts: the subscribers
+		// share the server's cores, so their own cost must stay small.
+		dctx, dcancel := context.WithTimeout(ctx, r.opts.RequestTimeout)
+		conn, resp, err := websocket.DefaultDialer.DialContext(dctx, subscribeURL(r.opts.Server), header)
+		dcancel()
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
+			return fail(fmt.Errorf("subscribeRepos: %w", err))
+		}
+		conn.SetReadLimit(maxFrame)
+		s := &subscriber{conn: conn, frames: frames, done: make(chan struct{}), got: map[string]time.Time{}}
+		subs = append(subs, s)
+		go s.read(subCtx)
+	}
+	// A first write, not measured, shows every subscriber is attached.
+	probe, err := r.create(ctx, Firehose, -1)
+	if err != nil {
+		return fail(fmt.Errorf("probe write: %w", err))
+	}
+	if !waitAll(ctx, subs, []string{probe.CID}, 30*time.Second) {
+		return fail(errors.New("not every subscriber received the probe write's commit within 30s"))
+	}
+
+	var sentMu sync.Mutex
+	sent := map[string]time.Time{}
+	order := make([]string, 0, n)
+	t, elapsed := r.sequentialCreates(ctx, Firehose, n, func(c string, at time.Time) {
+		sentMu.Lock()
+		sent[c] = at
+		order = append(order, c)
+		sentMu.Unlock()
+	})
+	writes := t.result(writeTitle, "/s", elapsed, 1)
+	writes.Notes = stoppedEarly(writes.Count+writes.Errors, n, r.opts.MaxTime)
+	if r.seqPS > 0 && writes.PerSecond > 0 {
+		writes.Notes = append(writes.Notes, fmt.Sprintf("%.2f× the rate of scenario 1 without subscribers", writes.PerSecond/r.seqPS))
+	}
+	// Give the stream time to deliver the last commits.
+	waitAll(ctx, subs, order, 10*time.Second)
+	cancel()
+
+	d := &tally{}
+	for _, s := range subs {
+		s.mu.Lock()
+		for _, c := range order {
+			if at, ok := s.got[c]; ok {
+				d.add(at.Sub(sent[c]), nil)
+			} else if s.err != nil {
+				d.add(0, s.err)
+			} else {
+				d.add(0, fmt.Errorf("commit of record %s not delivered within 10s of the last write", c))
+			}
+		}
+		s.mu.Unlock()
+	}
+	delivery := d.result(deliveryTitle, "events/s", elapsed, 1)
+	delivery.Notes = []string{"latency from sending the write to the subscriber receiving its #commit; subscribers read every frame whole, and each distinct frame is decoded once"}
+	return []Result{writes, delivery}
+}
+
+// waitAll waits until every subscriber has each CID (or has failed), for
+// at most d.
+func waitAll(ctx context.Context, subs []*subscriber, cids []string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	// Commits arrive in order, so each subscriber's scan resumes where
+	// it stopped.
+	pos := make([]int, len(subs))
+	for {
+		all := true
+		for i, s := range subs {
+			for pos[i] < len(cids) && s.has(cids[pos[i]]) {
+				pos[i]++
+			}
+			all = all && pos[i] == len(cids)
+		}
+		if all {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
