@@ -23,6 +23,8 @@ import (
 )
 
 type initOptions struct {
+	// migrate prepares the directory for an existing DID moving here.
+	migrate   bool
 	didMethod string
 	password  string
 	yes       bool
@@ -51,6 +53,7 @@ back them up. Re-running init keeps existing keys and secrets.`,
 	addConfigFlags(cmd, false)
 	cmd.Flags().StringVar(&o.didMethod, "did-method", "", "web (DID document served by this server) or plc (registered with the PLC directory)")
 	cmd.Flags().StringVar(&o.password, "password", "", "account password (a random one is generated and shown once if empty; env PDS_PASSWORD)")
+	cmd.Flags().BoolVar(&o.migrate, "migrate", false, "prepare to receive an existing account (--did) moved from another PDS with pds migrate in: it starts deactivated and no DID is registered")
 	cmd.Flags().BoolVarP(&o.yes, "yes", "y", false, "do not prompt; use flags and defaults")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print what was generated as one JSON object")
 	return cmd
@@ -90,6 +93,11 @@ func runInit(cmd *cobra.Command, e IO, o initOptions) error {
 		return usageError{"a password is already set in " + c.DataDir + "; init never replaces secrets (remove password-hash from secrets.json to set a new one)"}
 	}
 
+	if o.migrate {
+		if err := prepareMigration(c, &o, existing); err != nil {
+			return err
+		}
+	}
 	interactive := !o.yes && e.interactive()
 	if interactive {
 		if err := promptInit(c, &o, existing); err != nil {
@@ -155,6 +163,27 @@ func runInit(cmd *cobra.Command, e IO, o initOptions) error {
 	}
 	res.DID, res.Handle, res.PublicURL, res.SigningKeyPublic = c.DID, c.Handle, c.PublicURL, c.SigningKeyPublic
 	return printInit(e, o, res)
+}
+
+// prepareMigration configures a data directory to receive an existing
+// account: the DID is the one moving here, the account starts deactivated
+// (its empty repository is replaced by importRepo), and for did:plc a
+// rotation key of this server's is generated, which the PLC operation
+// moving the identity here adds.
+func prepareMigration(c *config.Config, o *initOptions, existing bool) error {
+	if existing {
+		return usageError{c.DataDir + " is already initialised; --migrate prepares a new data directory"}
+	}
+	did, err := syntax.ParseDID(c.DID)
+	if err != nil {
+		return usageError{"--migrate needs --did, the DID of the account moving here"}
+	}
+	if did.Method() != "plc" && did.Method() != "web" {
+		return usageError{"--did must be a did:plc or did:web"}
+	}
+	o.didMethod = did.Method()
+	c.InitiallyActive = false
+	return nil
 }
 
 // fillInitDefaults derives what was not given: hostname and public URL from
@@ -231,7 +260,7 @@ func generateSecrets(c *config.Config, o *initOptions, res *initResult) error {
 		c.SigningKey = config.EncodeKey(k)
 		res.SigningKey = c.SigningKey
 	}
-	if o.didMethod == "plc" && c.RotationKey == "" && c.DID == "" {
+	if o.didMethod == "plc" && c.RotationKey == "" && (c.DID == "" || o.migrate) {
 		k, err := atcrypto.GeneratePrivateKeyK256()
 		if err != nil {
 			return fmt.Errorf("generate rotation key: %w", err)
@@ -342,6 +371,9 @@ func printInit(e IO, o initOptions, res initResult) error {
 		}
 	}
 	fmt.Fprintf(w, "\nNext: pds serve --data-dir %s\n", res.DataDir)
+	if o.migrate {
+		fmt.Fprintf(w, "Then: pds migrate in --data-dir %s --from <old PDS URL> --identifier %s\n", res.DataDir, res.DID)
+	}
 	return nil
 }
 

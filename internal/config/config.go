@@ -96,6 +96,9 @@ type Settings struct {
 	// BlobTTL is how long a blob no record references is kept, as a Go
 	// duration (empty: 1h).
 	BlobTTL string `json:"blob-ttl,omitempty"`
+	// ImportMaxSize is the largest repository CAR importRepo accepts, in
+	// bytes (0: 1 GiB).
+	ImportMaxSize int64 `json:"import-max-size,omitempty"`
 
 	// AppViewDID and AppViewURL name the AppView that methods not served
 	// here are forwarded to; ChatDID and ChatURL the chat service that
@@ -307,6 +310,16 @@ func Fields() []Field {
 					return fmt.Errorf("invalid size %q", v)
 				}
 				c.BlobMaxSize = n
+				return nil
+			}},
+		{Name: "import-max-size", Usage: "largest repository CAR com.atproto.repo.importRepo accepts, in bytes (default 1073741824, 1 GiB)",
+			get: func(c *Config) string { return strconv.FormatInt(c.ImportMaxSize, 10) },
+			set: func(c *Config, v string) error {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 0 {
+					return fmt.Errorf("invalid size %q", v)
+				}
+				c.ImportMaxSize = n
 				return nil
 			}},
 		field("blob-ttl", "how long a blob no record references is kept (Go duration, default 1h)", false, func(c *Config) *string { return &c.BlobTTL }),

@@ -197,6 +197,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		db.Close()
 		return nil, err
 	}
+	resolver := didResolver(cfg, opts)
 	s.handler = xrpc.New(xrpc.Deps{
 		Proxy:        ext.proxy,
 		Signer:       ext.signer,
@@ -230,6 +231,8 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		Logger:      log,
 		Ping:        db.Ping,
 		OAuth:       s.oauth,
+		Migration:   s.migrationService(cfg, resolver),
+		ValidDID:    s.validDID(cfg, resolver),
 	})
 	return s, nil
 }

@@ -140,6 +140,10 @@ func (s *Server) handleServerCheckAccountStatus(w http.ResponseWriter, r *http.R
 			return err
 		}
 	}
+	valid := true
+	if s.deps.ValidDID != nil {
+		valid = s.deps.ValidDID(r.Context(), did)
+	}
 	return writeJSON(w, struct {
 		Activated          bool   `json:"activated"`
 		ValidDID           bool   `json:"validDid"`
@@ -152,7 +156,7 @@ func (s *Server) handleServerCheckAccountStatus(w http.ResponseWriter, r *http.R
 		ImportedBlobs      int64  `json:"importedBlobs"`
 	}{
 		Activated:      a.Active(),
-		ValidDID:       true,
+		ValidDID:       valid,
 		RepoCommit:     head.Commit.String(),
 		RepoRev:        head.Rev.String(),
 		RepoBlocks:     blocks,

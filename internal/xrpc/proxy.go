@@ -10,6 +10,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"stratus/internal/account"
 	"stratus/internal/auth"
 	"stratus/internal/pdserr"
 	"stratus/internal/proxy"
@@ -195,8 +196,13 @@ func (s *Server) handleActorPutPreferences(w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return err
 	}
-	if err := s.deps.Accounts.CanWrite(r.Context(), did); err != nil {
+	// Only a takedown stops preference writes, as in the reference PDS: a
+	// deactivated account receiving a migration gets its preferences
+	// before it is activated.
+	if a, err := s.deps.Accounts.Get(r.Context(), did); err != nil {
 		return err
+	} else if a.Status == account.Takendown {
+		return pdserr.New(pdserr.AccountTakedown, "Account has been taken down")
 	}
 	var in struct {
 		Preferences *[]json.RawMessage `json:"preferences"`

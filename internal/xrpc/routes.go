@@ -80,5 +80,11 @@ func (s *Server) xrpcRoutes() map[string]route {
 		"com.atproto.repo.listMissingBlobs": {method: get, auth: authRequired, handle: s.handleRepoListMissingBlobs},
 		"com.atproto.sync.getBlob":          {method: get, handle: s.handleSyncGetBlob},
 		"com.atproto.sync.listBlobs":        {method: get, handle: s.handleSyncListBlobs},
+
+		// Account migration: createAccount authorises itself with a
+		// service token from the account's current host (package
+		// migration); importRepo streams its CAR body with its own limit.
+		"com.atproto.server.createAccount": {method: post, handle: s.handleServerCreateAccount},
+		"com.atproto.repo.importRepo":      {method: post, auth: authOwner, streamsBody: true, handle: s.handleRepoImportRepo},
 	}
 }

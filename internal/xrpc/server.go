@@ -26,6 +26,7 @@ import (
 	"stratus/internal/auth"
 	"stratus/internal/blob"
 	"stratus/internal/idops"
+	"stratus/internal/migration"
 	"stratus/internal/oauth"
 	"stratus/internal/pdserr"
 	"stratus/internal/prefs"
@@ -101,8 +102,14 @@ type Deps struct {
 	// and how many of those are stored, for checkAccountStatus. Nil
 	// reports zero for both.
 	BlobCounts func(ctx context.Context, did syntax.DID) (expected, imported int64, err error)
+	// ValidDID reports whether an account's DID document names this
+	// server (checkAccountStatus); nil reports true.
+	ValidDID func(ctx context.Context, did syntax.DID) bool
 	// OAuth is the OAuth authorization server; nil disables OAuth.
 	OAuth *oauth.Provider
+	// Migration serves createAccount for an account moving here and
+	// importRepo; nil refuses both.
+	Migration *migration.Service
 }
 
 // Operator performs the operator's secret rotations; internal/server
