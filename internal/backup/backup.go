@@ -3,9 +3,10 @@
 //
 // A backup holds a snapshot of the database made with VACUUM INTO (one
 // read transaction, so the server keeps writing meanwhile), the settings
-// and secrets files with their modes, and a manifest. It is a directory or
+// and secrets files with their modes, the blobs the snapshot lists (under
+// blobs/, in the disk store's layout) and a manifest. It is a directory or
 // a .tar.gz of the same files. Every backup is checked with
-// internal/integrity before it is declared good.
+// internal/integrity, blob bytes included, before it is declared good.
 package backup
 
 import (
@@ -16,11 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"stratus/internal/blob"
 	"stratus/internal/config"
 	"stratus/internal/integrity"
 	"stratus/internal/sqlite"
@@ -37,6 +40,29 @@ type Manifest struct {
 	Repos map[string]RepoState `json:"repos"`
 	// Seq is the firehose sequence counter at the snapshot.
 	Seq int64 `json:"seq"`
+	// Blobs and BlobBytes count the blobs the backup holds.
+	Blobs     int   `json:"blobs"`
+	BlobBytes int64 `json:"blobBytes"`
+	// BlobsOmitted is set when the blobs were left out on request (their
+	// store is backed up by other means).
+	BlobsOmitted bool `json:"blobsOmitted,omitempty"`
+	// Dropped lists unreferenced blobs that were collected while the
+	// backup ran and so were left out of it (and out of its index).
+	Dropped []string `json:"dropped,omitempty"`
+}
+
+// Options configure Create.
+type Options struct {
+	// Version is the server version recorded in the manifest.
+	Version string
+	// Keys verifies the snapshot's commits.
+	Keys integrity.KeyFunc
+	// Blobs is the server's blob store, from which the blobs the snapshot
+	// lists are copied. When nil the backup holds no blob bytes.
+	Blobs blob.Store
+
+	// afterSnapshot runs between the snapshot and the blob copy (tests).
+	afterSnapshot func()
 }
 
 // RepoState is one repository's state in a backup.
@@ -61,8 +87,8 @@ func IsArchive(path string) bool {
 }
 
 // Create backs up dataDir to dest: a new or empty directory, or a
-// .tar.gz file that must not exist. keys verifies the snapshot's commits.
-func Create(ctx context.Context, dataDir, dest, version string, keys integrity.KeyFunc) (*Manifest, error) {
+// .tar.gz file that must not exist.
+func Create(ctx context.Context, dataDir, dest string, o Options) (*Manifest, error) {
 	stage := dest
 	if IsArchive(dest) {
 		if _, err := os.Stat(dest); err == nil {
@@ -76,7 +102,7 @@ func Create(ctx context.Context, dataDir, dest, version string, keys integrity.K
 	} else if err := emptyDir(dest); err != nil {
 		return nil, err
 	}
-	m, err := fill(ctx, dataDir, stage, version, keys)
+	m, err := fill(ctx, dataDir, stage, o)
 	if err != nil {
 		if !IsArchive(dest) {
 			emptyOut(stage)
@@ -91,12 +117,37 @@ func Create(ctx context.Context, dataDir, dest, version string, keys integrity.K
 	return m, nil
 }
 
+// holdTTL is how long a backup's hold on blob collection lasts unless
+// renewed; a backup renews it every third of that while it runs, so the
+// hold of a backup that was killed lapses soon.
+const holdTTL = 10 * time.Minute
+
 // fill writes the backup's files into dir.
-func fill(ctx context.Context, dataDir, dir, version string, keys integrity.KeyFunc) (*Manifest, error) {
+func fill(ctx context.Context, dataDir, dir string, o Options) (*Manifest, error) {
+	live := filepath.Join(dataDir, config.DatabaseFile)
+	// Hold blob collection before the snapshot: every blob the snapshot
+	// lists is then still in the store when it is copied, even if the
+	// record that referenced it is deleted meanwhile.
+	if o.Blobs != nil {
+		hold, err := sqlite.HoldBlobs(ctx, live, holdTTL)
+		switch {
+		case errors.Is(err, sqlite.ErrNoHolds):
+			// No server of this version has opened the database; the copy
+			// below still refuses to lose a referenced blob.
+		case err != nil:
+			return nil, err
+		default:
+			stop := renew(ctx, hold)
+			defer func() {
+				stop()
+				hold.Release(context.WithoutCancel(ctx))
+			}()
+		}
+	}
 	// The snapshot first, then the files that go with it: a key rotation
 	// in between would show up as a signature the check below refuses.
 	db := filepath.Join(dir, config.DatabaseFile)
-	if err := sqlite.SnapshotTo(ctx, filepath.Join(dataDir, config.DatabaseFile), db); err != nil {
+	if err := sqlite.SnapshotTo(ctx, live, db); err != nil {
 		return nil, err
 	}
 	for _, f := range files {
@@ -104,12 +155,27 @@ func fill(ctx context.Context, dataDir, dir, version string, keys integrity.KeyF
 			return nil, err
 		}
 	}
-	m, err := Verify(ctx, dir, keys)
+	if o.afterSnapshot != nil {
+		o.afterSnapshot()
+	}
+	var (
+		copied  copiedBlobs
+		blobDir integrity.BlobStore
+	)
+	if o.Blobs != nil {
+		var err error
+		if copied, err = copyBlobs(ctx, db, o.Blobs, filepath.Join(dir, config.BlobsDir)); err != nil {
+			return nil, err
+		}
+		blobDir = DirBlobs(filepath.Join(dir, config.BlobsDir))
+	}
+	m, err := Verify(ctx, dir, o.Keys, blobDir)
 	if err != nil {
 		return nil, err
 	}
 	m.CreatedAt = time.Now().UTC()
-	m.Version = version
+	m.Version = o.Version
+	m.BlobBytes, m.Dropped, m.BlobsOmitted = copied.bytes, copied.dropped, o.Blobs == nil
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, err
@@ -120,15 +186,16 @@ func fill(ctx context.Context, dataDir, dir, version string, keys integrity.KeyF
 	return m, syncDir(dir)
 }
 
-// Verify checks the database of a backup or data directory and describes
-// it; any problem is an error.
-func Verify(ctx context.Context, dir string, keys integrity.KeyFunc) (*Manifest, error) {
+// Verify checks the database of a backup or data directory, and the bytes
+// of its blobs in blobs unless that is nil, and describes it; any problem
+// is an error.
+func Verify(ctx context.Context, dir string, keys integrity.KeyFunc, blobs integrity.BlobStore) (*Manifest, error) {
 	in, err := sqlite.Inspect(ctx, filepath.Join(dir, config.DatabaseFile), false)
 	if err != nil {
 		return nil, err
 	}
 	defer in.Close()
-	rep, err := integrity.Check(ctx, in, keys)
+	rep, err := integrity.Check(ctx, in, keys, blobs)
 	if err != nil {
 		return nil, err
 	}
@@ -138,12 +205,15 @@ func Verify(ctx context.Context, dir string, keys integrity.KeyFunc) (*Manifest,
 	m := &Manifest{Repos: map[string]RepoState{}, Seq: rep.Counter}
 	for _, r := range rep.Repos {
 		m.Repos[r.DID] = RepoState{Commit: r.Commit, Rev: r.Rev}
+		m.Blobs += r.Blobs
 	}
 	return m, nil
 }
 
 // Unpack copies a backup (directory or .tar.gz) into dataDir, which must
-// not exist or be empty. It needs the database, settings and secrets.
+// not exist or be empty. It needs the database, settings and secrets; the
+// blobs go to dataDir's blobs/ (the disk store's place and layout), each
+// checked against its CID as it is written.
 func Unpack(src, dataDir string) error {
 	if err := emptyDir(dataDir); err != nil {
 		return err
@@ -210,6 +280,9 @@ func wanted(name string) (os.FileMode, bool) {
 func copyBackupDir(src, dst string) error {
 	entries, err := os.ReadDir(src)
 	if err != nil {
+		return err
+	}
+	if err := copyBlobDir(filepath.Join(src, config.BlobsDir), filepath.Join(dst, config.BlobsDir)); err != nil {
 		return err
 	}
 	for _, e := range entries {
@@ -280,16 +353,19 @@ func writeArchive(dir, dest string) error {
 	defer os.Remove(tmp)
 	zw := gzip.NewWriter(f)
 	tw := tar.NewWriter(zw)
-	entries, err := os.ReadDir(dir)
+	err = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		return addToArchive(tw, path, filepath.ToSlash(rel))
+	})
 	if err != nil {
 		f.Close()
 		return err
-	}
-	for _, e := range entries {
-		if err := addToArchive(tw, filepath.Join(dir, e.Name()), e.Name()); err != nil {
-			f.Close()
-			return err
-		}
 	}
 	err = tw.Close()
 	if e := zw.Close(); err == nil {
@@ -332,8 +408,9 @@ func addToArchive(tw *tar.Writer, path, name string) error {
 // maxArchiveFile bounds one file extracted from an archive.
 const maxArchiveFile = 1 << 40
 
-// extract unpacks the known files of a .tar.gz backup into dir; other
-// entries (and any path that is not a plain file name) are ignored.
+// extract unpacks the known files of a .tar.gz backup into dir, and its
+// blobs (blobs/<did>/<cid>, verified) into dir's blobs/; other entries
+// (and any other path) are ignored.
 func extract(src, dir string) error {
 	f, err := os.Open(src)
 	if err != nil {
@@ -354,6 +431,16 @@ func extract(src, dir string) error {
 			return fmt.Errorf("read %s: %w", src, err)
 		}
 		name := hdr.Name
+		if rel, ok := strings.CutPrefix(name, config.BlobsDir+"/"); ok && hdr.Typeflag == tar.TypeReg {
+			key, err := blob.ParseRelPath(rel)
+			if err != nil {
+				continue
+			}
+			if err := writeBlob(tr, key, hdr.Size, filepath.Join(dir, config.BlobsDir, filepath.FromSlash(blob.RelPath(key)))); err != nil {
+				return err
+			}
+			continue
+		}
 		mode, ok := wanted(name)
 		if !ok || hdr.Typeflag != tar.TypeReg || strings.ContainsAny(name, `/\`) {
 			continue

@@ -197,3 +197,28 @@ func (d *Disk) List(ctx context.Context, fn func(Key, int64) error) error {
 	}
 	return nil
 }
+
+// RelPath is where a disk store keeps key, relative to its root and with
+// forward slashes: "<did with colons as underscores>/<cid>". Backups use
+// the same layout under "blobs/".
+func RelPath(k Key) string {
+	return strings.ReplaceAll(k.DID.String(), ":", "_") + "/" + k.CID.String()
+}
+
+// ParseRelPath is the inverse of RelPath; it accepts only names a disk
+// store could have written.
+func ParseRelPath(rel string) (Key, error) {
+	d, c, ok := strings.Cut(rel, "/")
+	if !ok || strings.ContainsAny(c, `/\`) || strings.Contains(d, ":") || d == tempDirName {
+		return Key{}, fmt.Errorf("blob path %q: want <did>/<cid>", rel)
+	}
+	did, err := syntax.ParseDID(strings.ReplaceAll(d, "_", ":"))
+	if err != nil {
+		return Key{}, fmt.Errorf("blob path %q: %w", rel, err)
+	}
+	cc, err := cid.Decode(c)
+	if err != nil || cc.String() != c {
+		return Key{}, fmt.Errorf("blob path %q: not a CID", rel)
+	}
+	return Key{DID: did, CID: cc}, nil
+}

@@ -319,6 +319,15 @@ func (s *Service) Open(ctx context.Context, key Key) (Meta, *Reader, error) {
 	if err != nil {
 		return Meta{}, nil, err
 	}
+	// A local file of the wrong size is damaged: refuse it whole rather
+	// than send a Content-Length the body cannot fill.
+	if f, ok := rc.(interface{ Stat() (os.FileInfo, error) }); ok {
+		if fi, err := f.Stat(); err == nil && fi.Size() != m.Size {
+			rc.Close()
+			s.log.ErrorContext(ctx, "stored blob has the wrong size; run pds check", "did", key.DID, "cid", key.CID, "size", fi.Size(), "want", m.Size)
+			return Meta{}, nil, fmt.Errorf("blob %s is damaged: %d bytes stored, %d recorded", key, fi.Size(), m.Size)
+		}
+	}
 	return m, &Reader{ctx: ctx, store: s.store, key: key, size: m.Size, rc: rc}, nil
 }
 

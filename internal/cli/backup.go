@@ -16,14 +16,21 @@ import (
 )
 
 func newBackupCmd(e IO) *cobra.Command {
+	var noBlobs bool
 	cmd := &cobra.Command{
 		Use:   "backup DEST",
 		Short: "Take a consistent backup of the data directory while the server runs",
 		Long: `backup writes a consistent snapshot of the database (SQLite VACUUM INTO,
 which reads one transaction while the server keeps writing), settings.json,
-secrets.json (mode 0600) and a manifest into DEST: a new or empty
-directory, or a file ending in .tar.gz (written with mode 0600). The
-snapshot is checked like pds check before the backup is declared good.
+secrets.json (mode 0600), the blobs the snapshot lists (blobs/<did>/<cid>,
+read from the configured blob store, disk or S3, and each checked against
+its CID) and a manifest into DEST: a new or empty directory, or a file
+ending in .tar.gz (written with mode 0600). Blob collection is held off
+while the backup runs, so no blob the snapshot lists is deleted under it.
+The backup is checked like pds check before it is declared good.
+
+--no-blobs leaves the blob bytes out, for an S3 bucket that is protected by
+its own versioning or replication.
 
 The backup holds the secrets, so store it as carefully as the server.`,
 		Example: `  pds backup /srv/backups/pds-$(date +%F).tar.gz
@@ -37,7 +44,13 @@ The backup holds the secrets, so store it as carefully as the server.`,
 			if !config.Exists(c.DataDir) {
 				return fmt.Errorf("%s is not a data directory (no %s)", c.DataDir, config.SettingsFile)
 			}
-			m, err := backup.Create(cmd.Context(), c.DataDir, args[0], server.Version, signingKeys(c))
+			o := backup.Options{Version: server.Version, Keys: signingKeys(c)}
+			if !noBlobs {
+				if o.Blobs, err = server.OpenBlobStore(c); err != nil {
+					return fmt.Errorf("backup: blob store: %w", err)
+				}
+			}
+			m, err := backup.Create(cmd.Context(), c.DataDir, args[0], o)
 			if err != nil {
 				return fmt.Errorf("backup: %w", err)
 			}
@@ -46,6 +59,7 @@ The backup holds the secrets, so store it as carefully as the server.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&noBlobs, "no-blobs", false, "leave the blob bytes out (their store is backed up by other means)")
 	return cmd
 }
 
@@ -60,6 +74,15 @@ func printManifest(e IO, m *backup.Manifest) {
 		fmt.Fprintf(e.Stdout, "  %s at rev %s (commit %s)\n", did, r.Rev, r.Commit)
 	}
 	fmt.Fprintf(e.Stdout, "  firehose seq %d\n", m.Seq)
+	switch {
+	case m.BlobsOmitted:
+		fmt.Fprintf(e.Stdout, "  %d blobs recorded, their bytes left out (--no-blobs)\n", m.Blobs)
+	default:
+		fmt.Fprintf(e.Stdout, "  %d blobs, %d bytes\n", m.Blobs, m.BlobBytes)
+	}
+	for _, k := range m.Dropped {
+		fmt.Fprintf(e.Stdout, "  left out blob %s: referenced by no record, collected while the backup ran\n", k)
+	}
 }
 
 // DefaultSeqMargin is how far past the backup's firehose seq a restore
@@ -73,7 +96,10 @@ func newRestoreCmd(e IO) *cobra.Command {
 		Use:   "restore SRC",
 		Short: "Restore a backup into an empty data directory",
 		Long: `restore unpacks a backup made by pds backup (a directory or .tar.gz) into
-the data directory, which must not exist or be empty, and checks it.
+the data directory, which must not exist or be empty, puts its blobs into
+the configured blob store (blobs/ in the data directory, or the S3 bucket
+that the restored settings and the environment name), each checked against
+its CID, and checks the whole, blob bytes included.
 
 Subscribers of the old server may have seen firehose seqs beyond the
 backup's, so the sequence counter is moved past them: to the backup's seq
@@ -112,7 +138,20 @@ beside it, and run pds restore on that directory.`,
 				undo()
 				return err
 			}
-			m, err := backup.Verify(cmd.Context(), dir, signingKeys(c))
+			store, err := server.OpenBlobStore(c)
+			if err != nil {
+				undo()
+				return fmt.Errorf("restore: blob store: %w", err)
+			}
+			if c.BlobStore == "s3" {
+				n, err := backup.MoveBlobs(cmd.Context(), filepath.Join(dir, config.BlobsDir), store)
+				if err != nil {
+					undo()
+					return fmt.Errorf("restore: %w", err)
+				}
+				fmt.Fprintf(e.Stdout, "put %d blobs into the S3 bucket %s\n", n, c.BlobS3Bucket)
+			}
+			m, err := backup.Verify(cmd.Context(), dir, signingKeys(c), store)
 			if err != nil {
 				undo()
 				return fmt.Errorf("restore: %w", err)

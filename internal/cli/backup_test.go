@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -30,6 +31,9 @@ import (
 func TestBackupRestore(t *testing.T) {
 	t.Parallel()
 	s, _ := seeded(t)
+	// A post with an image: its blob must travel with the backup.
+	img := uploadPNG(t, s, s.Login(t, s.Handle(), pdstest.Password).AccessJWT, pngBytes(3, 5000))
+	s.CreateRecord(t, "app.bsky.feed.post", "", imagePost("with an image", img))
 
 	// rev of each acknowledged create, by rkey.
 	var mu sync.Mutex
@@ -146,6 +150,15 @@ func TestBackupRestore(t *testing.T) {
 
 			// Records: exactly the acknowledged ones up to the backup's rev.
 			base := "http://127.0.0.1:" + strconv.Itoa(srv.Port())
+			resp, err := http.Get(base + "/xrpc/com.atproto.sync.getBlob?" + url.Values{"did": {cfg.DID}, "cid": {img.CID}}.Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, img.data) {
+				t.Errorf("restored getBlob = %d, %d bytes", resp.StatusCode, len(body))
+			}
 			got := listAll(t, http.DefaultClient, base, cfg.DID)
 			mu.Lock()
 			defer mu.Unlock()

@@ -10,6 +10,7 @@ import (
 
 	"stratus/internal/config"
 	"stratus/internal/integrity"
+	"stratus/internal/server"
 	"stratus/internal/sqlite"
 )
 
@@ -22,14 +23,18 @@ func newCheckCmd(e IO) *cobra.Command {
 commit's signature against the account's signing key, the Merkle Search
 Tree rebuilt from the record index against the commit's data root, every
 record block (present, hashing to its CID, decoding), stray blocks, the
-firehose log and sequence counter, and the credential tables. It prints a
-report and exits with status 1 if anything is wrong.
+firehose log and sequence counter, the credential tables, and the blobs:
+the blob reference index against the blobs the records reference, and
+every referenced blob present in the blob store with its size and hash.
+It prints a report and exits with status 1 if anything is wrong.
 
 It reads one consistent snapshot, so it can run while the server is
 serving. --repair (with the server stopped) rebuilds what can be derived
 without touching signed data: the record index and missing blocks from the
 retained firehose log, accepted only if the rebuilt tree has the signed
-root; stray blocks; refresh tokens left by an interrupted revocation.`,
+root; stray blocks; refresh tokens left by an interrupted revocation; the
+blob reference index from the records. A missing blob file cannot be
+derived: it is named, to be restored from a backup.`,
 		Example: `  pds check --data-dir /var/lib/pds
   pds check --repair`,
 		Args: cobra.NoArgs,
@@ -40,6 +45,12 @@ root; stray blocks; refresh tokens left by an interrupted revocation.`,
 			}
 			keys := signingKeys(c)
 			path := filepath.Join(c.DataDir, config.DatabaseFile)
+			var blobs integrity.BlobStore
+			if store, err := server.OpenBlobStore(c); err != nil {
+				fmt.Fprintf(e.Stdout, "blobs: the blob store cannot be opened (%v); checking the blob index only\n", err)
+			} else {
+				blobs = store
+			}
 			if repair {
 				if client, err := newAdminClient(cmd, e); err == nil {
 					if _, err := remoteStatus(cmd, client, c.DID); err == nil || !strings.HasPrefix(err.Error(), "cannot reach the PDS") {
@@ -50,7 +61,7 @@ root; stray blocks; refresh tokens left by an interrupted revocation.`,
 				if err != nil {
 					return fmt.Errorf("database: %w", err)
 				}
-				rep, err := integrity.Repair(cmd.Context(), in, keys)
+				rep, err := integrity.Repair(cmd.Context(), in, keys, blobs)
 				if err != nil {
 					in.Close()
 					return fmt.Errorf("repair: %w", err)
@@ -71,7 +82,10 @@ root; stray blocks; refresh tokens left by an interrupted revocation.`,
 				return fmt.Errorf("the database cannot be read: restore it from a backup")
 			}
 			defer in.Close()
-			rep, err := integrity.Check(cmd.Context(), in, keys)
+			rep, err := integrity.Check(cmd.Context(), in, keys, blobs)
+			if err == nil && blobs == nil {
+				rep.Problems = append(rep.Problems, integrity.Problem{Where: "blobs", Message: "the blob store could not be opened, so no blob bytes were checked"})
+			}
 			if err != nil {
 				return err
 			}

@@ -78,6 +78,7 @@ Settings live in a data directory (--data-dir, env PDS_DATA_DIR, default
 	root.AddCommand(newHandleCmd(e), newIdentityCmd(e))
 	root.AddCommand(newCheckCmd(e), newBackupCmd(e), newRestoreCmd(e), newExportCmd(e))
 	root.AddCommand(newMigrateCmd(e))
+	root.AddCommand(newStatusCmd(e), newDashboardCmd(e))
 	root.AddCommand(newBenchCmd(e))
 	// Argument mistakes are usage errors (exit status 2), like flag errors.
 	root.Args = func(cmd *cobra.Command, args []string) error {

@@ -340,6 +340,8 @@ func TestAdminCommands(t *testing.T) {
 		{"secret/token", testSecretToken},
 		{"secret/key", testSecretKey},
 		{"secret/confirmation", testSecretConfirmation},
+		{"dashboard/on a terminal", testDashboardPTY},
+		{"dashboard/not a terminal", testDashboardNotTerminal},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -23,6 +23,7 @@ import (
 	atrepo "github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/coder/websocket"
 
+	"stratus/internal/blob"
 	"stratus/internal/config"
 )
 
@@ -72,15 +73,25 @@ type acked struct {
 	deleted  map[string]bool   // rkey of an acknowledged delete
 	tried    map[string]bool   // rkey of a delete sent but not acknowledged
 	appPass  map[string]bool   // name -> exists (false: acknowledged revocation)
-	attempts int
+	revTried map[string]bool   // name of a revocation sent but not acknowledged
+	blobs    map[string]string // rkey of an acknowledged create -> CID of the blob it embeds
+	// pref is the value of the last acknowledged preference change (""
+	// before the first); prefTried the one sent after it without an
+	// answer, which may or may not have landed.
+	pref, prefTried string
+	prefChanges     int
+	attempts        int
 }
 
-// TestCrashSafety runs the real binary under four concurrent writers (and
-// an operator creating and revoking app passwords), kills it with SIGKILL
-// at random moments, restarts it each time, and then checks that every
-// acknowledged change survived, pds check finds nothing wrong, and a
-// firehose replay from 0 is a gap-free chain of verifiable commits ending
-// at the current commit.
+// TestCrashSafety runs the real binary under four concurrent writers (one
+// of them uploading a blob for each post it writes, one deleting), an
+// operator creating and revoking app passwords and a client changing its
+// preferences, kills it with SIGKILL at random moments and restarts it
+// each time. After every restart every acknowledged change must be there
+// (records with their CIDs, deletions, app passwords, the preferences,
+// every referenced blob with its bytes) and pds check must pass; at the
+// end a firehose replay from 0 is a gap-free chain of verifiable commits
+// ending at the current commit.
 func TestCrashSafety(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and crashes it 20 times")
@@ -103,25 +114,41 @@ func TestCrashSafety(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ack := &acked{records: map[string]string{}, deleted: map[string]bool{}, tried: map[string]bool{}, appPass: map[string]bool{}}
+	ack := &acked{records: map[string]string{}, deleted: map[string]bool{}, tried: map[string]bool{}, appPass: map[string]bool{}, revTried: map[string]bool{}, blobs: map[string]string{}}
 	client := &http.Client{Timeout: 10 * time.Second}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
+	var session string // an account session: blobs are uploaded with one
 	const cycles = 20
 	for cycle := 0; cycle < cycles; cycle++ {
 		srv := startBin(t, bin, dir)
+		if cycle == 0 {
+			session = login(t, client, srv.base, cfg.Handle)
+		} else {
+			verifyAcked(t, client, srv.base, cfg.DID, token, dir, ack)
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		for w := 0; w < 4; w++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				writer(ctx, client, srv.base, cfg.DID, token, fmt.Sprintf("c%dw%d", cycle, w), w == 0, ack)
+				name := fmt.Sprintf("c%dw%d", cycle, w)
+				if w == 3 {
+					blobWriter(ctx, client, srv.base, cfg.DID, token, session, name, ack)
+					return
+				}
+				writer(ctx, client, srv.base, cfg.DID, token, name, w == 0, ack)
 			}()
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			operator(ctx, client, srv.base, token, fmt.Sprintf("c%d", cycle), ack)
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			prefsWriter(ctx, client, srv.base, token, fmt.Sprintf("c%d", cycle), ack)
 		}()
 		time.Sleep(time.Duration(40+rng.IntN(260)) * time.Millisecond)
 		srv.kill()
@@ -130,15 +157,38 @@ func TestCrashSafety(t *testing.T) {
 	}
 
 	srv := startBin(t, bin, dir)
+	verifyAcked(t, client, srv.base, cfg.DID, token, dir, ack)
 	ack.mu.Lock()
 	defer ack.mu.Unlock()
-	t.Logf("%d write attempts, %d records and %d deletions acknowledged, %d app-password changes", ack.attempts, len(ack.records), len(ack.deleted), len(ack.appPass))
-	if len(ack.records) < cycles {
-		t.Fatalf("only %d writes were acknowledged over %d cycles", len(ack.records), cycles)
+	t.Logf("%d write attempts, %d records (%d with a blob) and %d deletions acknowledged, %d app-password changes, %d preference changes",
+		ack.attempts, len(ack.records), len(ack.blobs), len(ack.deleted), len(ack.appPass), ack.prefChanges)
+	if len(ack.records) < cycles || len(ack.blobs) == 0 || ack.prefChanges == 0 {
+		t.Fatalf("only %d writes, %d blob posts and %d preference changes were acknowledged over %d cycles", len(ack.records), len(ack.blobs), ack.prefChanges, cycles)
 	}
 
+	// The firehose, replayed from 0, is a gap-free chain ending at the
+	// current commit.
+	var head struct {
+		CID string `json:"cid"`
+		Rev string `json:"rev"`
+	}
+	if code := xrpcCall(t, client, http.MethodGet, srv.base, "com.atproto.sync.getLatestCommit?did="+url.QueryEscape(cfg.DID), "", nil, &head); code != http.StatusOK {
+		t.Fatalf("getLatestCommit = %d", code)
+	}
+	verifyReplay(t, srv.base, pub, head.CID, head.Rev)
+}
+
+// verifyAcked checks, after a restart, that every acknowledged change is
+// there: records with their CIDs, deletions, app passwords, the latest
+// preferences, and the bytes of every blob an acknowledged record embeds;
+// and that pds check, run against the serving data directory, passes.
+func verifyAcked(t *testing.T, client *http.Client, base, did, token, dir string, ack *acked) {
+	t.Helper()
+	ack.mu.Lock()
+	defer ack.mu.Unlock()
+
 	// Every acknowledged write is there, with the acknowledged CID.
-	present := listAll(t, client, srv.base, cfg.DID)
+	present := listAll(t, client, base, did)
 	for rkey, c := range ack.records {
 		got, ok := present[rkey]
 		switch {
@@ -159,7 +209,7 @@ func TestCrashSafety(t *testing.T) {
 			Name string `json:"name"`
 		} `json:"passwords"`
 	}
-	if code := xrpcCall(t, client, http.MethodGet, srv.base, "com.atproto.server.listAppPasswords", token, nil, &list); code != http.StatusOK {
+	if code := xrpcCall(t, client, http.MethodGet, base, "com.atproto.server.listAppPasswords", token, nil, &list); code != http.StatusOK {
 		t.Fatalf("listAppPasswords = %d", code)
 	}
 	have := map[string]bool{}
@@ -167,26 +217,169 @@ func TestCrashSafety(t *testing.T) {
 		have[p.Name] = true
 	}
 	for name, exists := range ack.appPass {
+		if ack.revTried[name] && !have[name] {
+			// An unacknowledged revocation landed before the kill.
+			ack.appPass[name] = false
+			continue
+		}
 		if have[name] != exists {
 			t.Errorf("app password %s: present %v, but the last acknowledged change says %v", name, have[name], exists)
 		}
 	}
 
-	// pds check, online, finds nothing wrong.
-	if r := run(t, nil, "check", "--data-dir", dir); r.code != 0 {
-		t.Fatalf("pds check after the crashes: %v", r)
+	// Preferences: the last acknowledged change, or the unanswered one
+	// after it.
+	if got := getPref(t, client, base, token); got != ack.pref && (ack.prefTried == "" || got != ack.prefTried) {
+		t.Errorf("preferences hold %q, but the last acknowledged change set %q (and %q was sent after it)", got, ack.pref, ack.prefTried)
+	} else {
+		ack.pref, ack.prefTried = got, ""
 	}
 
-	// The firehose, replayed from 0, is a gap-free chain ending at the
-	// current commit.
-	var head struct {
-		CID string `json:"cid"`
-		Rev string `json:"rev"`
+	// Blobs: every acknowledged post's blob is served whole.
+	for rkey, c := range ack.blobs {
+		if ack.deleted[rkey] {
+			continue
+		}
+		resp, err := client.Get(base + "/xrpc/com.atproto.sync.getBlob?" + url.Values{"did": {did}, "cid": {c}}.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("blob %s of record %s: getBlob = %d %v", c, rkey, resp.StatusCode, err)
+			continue
+		}
+		if got, err := blob.Prefix.Sum(body); err != nil || got.String() != c {
+			t.Errorf("blob %s of record %s: getBlob served %d bytes hashing to %v", c, rkey, len(body), got)
+		}
 	}
-	if code := xrpcCall(t, client, http.MethodGet, srv.base, "com.atproto.sync.getLatestCommit?did="+url.QueryEscape(cfg.DID), "", nil, &head); code != http.StatusOK {
-		t.Fatalf("getLatestCommit = %d", code)
+
+	// pds check, online, finds nothing wrong.
+	if r := run(t, nil, "check", "--data-dir", dir); r.code != 0 {
+		t.Fatalf("pds check after a crash: %v", r)
 	}
-	verifyReplay(t, srv.base, pub, head.CID, head.Rev)
+}
+
+// login opens an account session and returns its access token.
+func login(t *testing.T, client *http.Client, base, handle string) string {
+	t.Helper()
+	var out struct {
+		AccessJwt string `json:"accessJwt"`
+	}
+	code, body := post(context.Background(), client, base, "com.atproto.server.createSession", "",
+		map[string]string{"identifier": handle, "password": testPassword})
+	if code != http.StatusOK || json.Unmarshal(body, &out) != nil || out.AccessJwt == "" {
+		t.Fatalf("createSession = %d %s", code, body)
+	}
+	return out.AccessJwt
+}
+
+// prefTags reads the interests preference the prefs writer sets.
+func getPref(t *testing.T, client *http.Client, base, token string) string {
+	t.Helper()
+	var out struct {
+		Preferences []struct {
+			Type string   `json:"$type"`
+			Tags []string `json:"tags"`
+		} `json:"preferences"`
+	}
+	if code := xrpcCall(t, client, http.MethodGet, base, "app.bsky.actor.getPreferences", token, nil, &out); code != http.StatusOK {
+		t.Fatalf("getPreferences = %d", code)
+	}
+	for _, p := range out.Preferences {
+		if p.Type == "app.bsky.actor.defs#interestsPref" && len(p.Tags) == 1 {
+			return p.Tags[0]
+		}
+	}
+	return ""
+}
+
+// prefsWriter replaces the preferences, one change after another.
+func prefsWriter(ctx context.Context, client *http.Client, base, token, prefix string, ack *acked) {
+	for n := 0; ctx.Err() == nil; n++ {
+		v := fmt.Sprintf("%s-%d", prefix, n)
+		ack.mu.Lock()
+		ack.prefTried = v
+		ack.mu.Unlock()
+		code, _ := post(ctx, client, base, "app.bsky.actor.putPreferences", token, map[string]any{
+			"preferences": []any{
+				map[string]any{"$type": "app.bsky.actor.defs#interestsPref", "tags": []string{v}},
+				map[string]any{"$type": "app.bsky.actor.defs#adultContentPref", "enabled": n%2 == 0},
+			}})
+		if code != http.StatusOK {
+			return
+		}
+		ack.mu.Lock()
+		ack.pref, ack.prefTried = v, ""
+		ack.prefChanges++
+		ack.mu.Unlock()
+		// A change now and then, not a flood.
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// blobWriter uploads a small image and writes a post embedding it, over
+// and over; an acknowledged post records its blob.
+func blobWriter(ctx context.Context, client *http.Client, base, did, token, session, name string, ack *acked) {
+	for n := 0; ctx.Err() == nil; n++ {
+		ack.mu.Lock()
+		ack.attempts++
+		ack.mu.Unlock()
+		data := append([]byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), fmt.Sprintf("%s-%d %s", name, n, strings.Repeat("x", 2000))...)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/xrpc/com.atproto.repo.uploadBlob", bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		req.Header.Set("Content-Type", "image/png")
+		req.Header.Set("Authorization", "Bearer "+session)
+		resp, err := client.Do(req)
+		if err != nil {
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return
+		}
+		var up struct {
+			Blob json.RawMessage `json:"blob"`
+		}
+		if json.Unmarshal(body, &up) != nil {
+			return
+		}
+		var ref struct {
+			Ref struct {
+				Link string `json:"$link"`
+			} `json:"ref"`
+		}
+		json.Unmarshal(up.Blob, &ref)
+		code, body := post(ctx, client, base, "com.atproto.repo.createRecord", token, map[string]any{
+			"repo": did, "collection": "app.bsky.feed.post",
+			"record": map[string]any{"text": name + "-" + fmt.Sprint(n), "createdAt": "2026-01-01T00:00:00.000Z",
+				"embed": map[string]any{"$type": "app.bsky.embed.images", "images": []any{map[string]any{"alt": "", "image": up.Blob}}}}})
+		if code == 0 {
+			return
+		}
+		if code != http.StatusOK {
+			continue
+		}
+		var out struct {
+			URI string `json:"uri"`
+			CID string `json:"cid"`
+		}
+		if json.Unmarshal(body, &out) != nil {
+			continue
+		}
+		rkey := out.URI[strings.LastIndex(out.URI, "/")+1:]
+		ack.mu.Lock()
+		ack.records[rkey] = out.CID
+		ack.blobs[rkey] = ref.Ref.Link
+		ack.mu.Unlock()
+	}
 }
 
 // writer creates records until ctx ends or the server goes away; the
@@ -252,6 +445,9 @@ func operator(ctx context.Context, client *http.Client, base, token, prefix stri
 		if n%2 == 1 {
 			code, _ := post(ctx, client, base, "com.atproto.server.revokeAppPassword", token, map[string]any{"name": name})
 			if code != http.StatusOK {
+				ack.mu.Lock()
+				ack.revTried[name] = true
+				ack.mu.Unlock()
 				return
 			}
 			ack.mu.Lock()

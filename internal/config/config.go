@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -107,6 +108,12 @@ type Settings struct {
 	AppViewURL string `json:"appview-url,omitempty"`
 	ChatDID    string `json:"chat-did,omitempty"`
 	ChatURL    string `json:"chat-url,omitempty"`
+
+	// MetricsAddr is the host:port of the Prometheus /metrics listener
+	// (empty: off). It must be a loopback address unless
+	// MetricsAllowRemote is set, and is never the public listener.
+	MetricsAddr        string `json:"metrics-addr,omitempty"`
+	MetricsAllowRemote bool   `json:"metrics-allow-remote,omitempty"`
 }
 
 // Secrets are the secret settings, stored in secrets.json with mode 0600.
@@ -328,6 +335,17 @@ func Fields() []Field {
 		field("appview-url", "URL of that AppView (default https://api.bsky.app)", false, func(c *Config) *string { return &c.AppViewURL }),
 		field("chat-did", "DID of the chat service for chat.bsky.* (default did:web:api.bsky.chat)", false, func(c *Config) *string { return &c.ChatDID }),
 		field("chat-url", "URL of that chat service (default https://api.bsky.chat)", false, func(c *Config) *string { return &c.ChatURL }),
+		field("metrics-addr", "host:port of the Prometheus /metrics listener, e.g. 127.0.0.1:9090 (empty: off)", false, func(c *Config) *string { return &c.MetricsAddr }),
+		{Name: "metrics-allow-remote", Usage: "allow metrics-addr to be a non-loopback address",
+			get: func(c *Config) string { return strconv.FormatBool(c.MetricsAllowRemote) },
+			set: func(c *Config, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("invalid boolean %q", v)
+				}
+				c.MetricsAllowRemote = b
+				return nil
+			}},
 		field("ratelimit-bypass-key", "secret that exempts requests sending it as x-ratelimit-bypass from rate limits", true, func(c *Config) *string { return &c.RateLimitBypass }),
 		field("signing-key", "hex secp256k1 repository signing key", true, func(c *Config) *string { return &c.SigningKey }),
 		field("rotation-key", "hex secp256k1 PLC rotation key", true, func(c *Config) *string { return &c.RotationKey }),
@@ -613,6 +631,11 @@ func (c *Config) Validate() error {
 	if d, err := time.ParseDuration(c.BlobTTL); c.BlobTTL != "" && (err != nil || d < time.Minute) {
 		add("blob-ttl", "must be a duration of at least 1m, like 1h")
 	}
+	if c.MetricsAddr != "" {
+		if err := checkMetricsAddr(c.MetricsAddr, c.MetricsAllowRemote, c.Bind, c.Port); err != nil {
+			add("metrics-addr", "%v", err)
+		}
+	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
 	default:
@@ -620,6 +643,31 @@ func (c *Config) Validate() error {
 	}
 	if len(probs) > 0 {
 		return &ValidationError{Problems: probs}
+	}
+	return nil
+}
+
+// checkMetricsAddr accepts a host:port for the metrics listener: a
+// loopback host (unless allowRemote) and never the public listener's
+// address, so metrics are not exposed by accident.
+func checkMetricsAddr(addr string, allowRemote bool, bind string, port int) error {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("must be host:port, like 127.0.0.1:9090: %v", err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("invalid port %q", p)
+	}
+	loopback := host == "localhost"
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		loopback = true
+	}
+	if !loopback && !allowRemote {
+		return fmt.Errorf("%q is not a loopback address; metrics may reveal activity, so set metrics-allow-remote=true to serve them beyond this machine", addr)
+	}
+	if n != 0 && n == port && (host == bind || host == "" || bind == "" || bind == "0.0.0.0" || bind == "::") {
+		return fmt.Errorf("must not be the public listener (%s)", net.JoinHostPort(bind, strconv.Itoa(port)))
 	}
 	return nil
 }

@@ -35,6 +35,31 @@ type Requester struct {
 	mu        sync.Mutex
 	lastWrite time.Time
 	inFlight  bool
+	// asked records, per relay, the last request and its outcome, for
+	// the operator's status report.
+	asked map[string]Asked
+}
+
+// Asked is the last crawl request sent to one relay.
+type Asked struct {
+	Relay string
+	// At is when it was sent (zero: not since the start).
+	At time.Time
+	// Err is its failure, nil when the relay accepted it.
+	Err error
+}
+
+// Status returns the last request to each relay, in configuration order.
+func (r *Requester) Status() []Asked {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Asked, 0, len(r.relays))
+	for _, relay := range r.relays {
+		a := r.asked[relay]
+		a.Relay = relay
+		out = append(out, a)
+	}
+	return out
 }
 
 // New returns a requester. relays are base URLs such as
@@ -54,9 +79,17 @@ func New(hostname string, relays []string, client *http.Client, log *slog.Logger
 func (r *Requester) Request(ctx context.Context) error {
 	var errs []error
 	for _, relay := range r.relays {
-		if err := r.requestOne(ctx, relay); err != nil {
+		at := r.now()
+		err := r.requestOne(ctx, relay)
+		if err != nil {
 			errs = append(errs, err)
 		}
+		r.mu.Lock()
+		if r.asked == nil {
+			r.asked = map[string]Asked{}
+		}
+		r.asked[relay] = Asked{Relay: relay, At: at, Err: err}
+		r.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }

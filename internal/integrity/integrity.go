@@ -38,6 +38,8 @@ type Store interface {
 	EachEvent(ctx context.Context, fn func(seq int64, did, typ string, payload []byte) error) error
 	SeqCounter(ctx context.Context) (int64, error)
 	SessionProblems(ctx context.Context) ([]string, error)
+	EachBlobRef(ctx context.Context, did string, fn func(collection, rkey, cid string) error) error
+	EachBlobRow(ctx context.Context, did string, fn func(row BlobRow) error) error
 }
 
 // Account is an account row.
@@ -73,6 +75,8 @@ type RepoSummary struct {
 	Rev     string
 	Records int
 	Blocks  int
+	// Blobs counts the blobs recorded as held.
+	Blobs int
 }
 
 // Report is the outcome of a check or repair.
@@ -85,6 +89,9 @@ type Report struct {
 	Problems []Problem
 	// Repaired lists what a repair changed.
 	Repaired []string
+	// Notes are worth knowing but not problems (blobs an account being
+	// migrated has not uploaded yet).
+	Notes []string
 }
 
 // OK reports whether nothing is wrong.
@@ -97,7 +104,7 @@ func (r *Report) add(where, format string, args ...any) {
 // Write prints the report for people.
 func (r *Report) Write(w io.Writer) {
 	for _, s := range r.Repos {
-		fmt.Fprintf(w, "repository %s: commit %s rev %s, %d records, %d blocks\n", s.DID, s.Commit, s.Rev, s.Records, s.Blocks)
+		fmt.Fprintf(w, "repository %s: commit %s rev %s, %d records, %d blocks, %d blobs\n", s.DID, s.Commit, s.Rev, s.Records, s.Blocks, s.Blobs)
 	}
 	if r.Events > 0 {
 		fmt.Fprintf(w, "firehose: %d events retained (seq %d to %d), counter at %d\n", r.Events, r.FirstSeq, r.LastSeq, r.Counter)
@@ -106,6 +113,9 @@ func (r *Report) Write(w io.Writer) {
 	}
 	for _, s := range r.Repaired {
 		fmt.Fprintf(w, "repaired: %s\n", s)
+	}
+	for _, s := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", s)
 	}
 	if r.OK() {
 		fmt.Fprintln(w, "ok: no problems found")
@@ -118,8 +128,10 @@ func (r *Report) Write(w io.Writer) {
 }
 
 // Check verifies everything the Store holds and returns a report; the
-// error is for a failure to read at all.
-func Check(ctx context.Context, st Store, keys KeyFunc) (*Report, error) {
+// error is for a failure to read at all. blobs is the blob store the
+// database's blobs are kept in; when nil, only the blob tables are checked,
+// not the bytes.
+func Check(ctx context.Context, st Store, keys KeyFunc, blobs BlobStore) (*Report, error) {
 	r := &Report{}
 	lines, err := st.IntegrityCheck(ctx)
 	if err != nil {
@@ -133,7 +145,11 @@ func Check(ctx context.Context, st Store, keys KeyFunc) (*Report, error) {
 		r.add("database", "cannot read accounts: %v", err)
 	}
 	for _, a := range accounts {
-		checkRepo(ctx, st, keys, a, r)
+		s := checkRepo(ctx, st, keys, a, r)
+		if s.hasHead {
+			b := checkBlobs(ctx, st, blobs, a, s, r)
+			r.Repos[len(r.Repos)-1].Blobs = len(b.rows)
+		}
 	}
 	checkEvents(ctx, st, r)
 	sess, err := st.SessionProblems(ctx)
@@ -159,7 +175,10 @@ type repoState struct {
 	index    map[string]indexRow // MST key -> row
 	badRows  []string            // MST keys of rows that do not parse
 	blocks   map[string]blockRow // CID bytes -> block
-	root     cid.Cid             // MST root rebuilt from the index
+	// refs: the blobs each indexed record references, for the records
+	// whose block could be read.
+	refs map[string][]atdata.Blob
+	root cid.Cid // MST root rebuilt from the index
 }
 
 type indexRow struct {
@@ -173,7 +192,7 @@ type blockRow struct {
 }
 
 func checkRepo(ctx context.Context, st Store, keys KeyFunc, a Account, r *Report) *repoState {
-	s := &repoState{did: a.DID, index: map[string]indexRow{}, blocks: map[string]blockRow{}}
+	s := &repoState{did: a.DID, index: map[string]indexRow{}, blocks: map[string]blockRow{}, refs: map[string][]atdata.Blob{}}
 	did := a.DID
 	head, ok, err := st.Head(ctx, did)
 	if err != nil {
@@ -254,6 +273,7 @@ func checkRepo(ctx context.Context, st Store, keys KeyFunc, a Account, r *Report
 			if t, _ := rec["$type"].(string); t != coll {
 				r.add(did, "record %s: $type is %q, not its collection", key, t)
 			}
+			s.refs[key] = atdata.ExtractBlobs(rec)
 		}
 		return nil
 	}); err != nil {

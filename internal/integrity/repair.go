@@ -19,6 +19,10 @@ type Fixer interface {
 	PutBlock(ctx context.Context, did string, cid []byte, rev string, data []byte) error
 	DeleteBlock(ctx context.Context, did string, cid []byte) error
 	DeleteSessionOrphans(ctx context.Context, until time.Time) (int64, error)
+	PutBlobRef(ctx context.Context, did, collection, rkey, cid, rev string) error
+	DeleteBlobRef(ctx context.Context, did, collection, rkey, cid string) error
+	DeleteBlobRow(ctx context.Context, did, cid string) error
+	MarkBlobs(ctx context.Context, did string, nowMillis int64) (int64, error)
 }
 
 // sessionLifetime bounds how long an access token of an ended session
@@ -36,12 +40,18 @@ const sessionLifetime = 3 * time.Hour
 //   - stray blocks (neither the commit nor an indexed record), once the
 //     index is proven right;
 //   - refresh tokens left behind by an interrupted app-password
-//     revocation, whose sessions are ended.
+//     revocation, whose sessions are ended;
+//   - the blob reference index, from the blobs the record blocks
+//     reference (indigo's atdata.ExtractBlobs), and the referenced marks
+//     the collector goes by; with blobs given, recorded blobs that no
+//     record references and the store no longer has are forgotten. A
+//     referenced blob missing from the store cannot be derived: the check
+//     names it, to be restored from a backup.
 //
 // It returns the report of the check it ran first, with Repaired listing
 // the changes and Problems only what it could not fix. The caller commits
 // the Fixer's transaction and should check again.
-func Repair(ctx context.Context, st Fixer, keys KeyFunc) (*Report, error) {
+func Repair(ctx context.Context, st Fixer, keys KeyFunc, blobs BlobStore) (*Report, error) {
 	r := &Report{}
 	lines, err := st.IntegrityCheck(ctx)
 	if err != nil {
@@ -58,10 +68,22 @@ func Repair(ctx context.Context, st Fixer, keys KeyFunc) (*Report, error) {
 		scratch := &Report{}
 		s := checkRepo(ctx, st, keys, a, scratch)
 		r.Repos = append(r.Repos, scratch.Repos...)
-		if scratch.OK() {
+		if !scratch.OK() {
+			if err := repairRepo(ctx, st, s, r); err != nil {
+				return nil, err
+			}
+			// Blob references are derived from the records: only from a
+			// repository that now checks out.
+			scratch = &Report{}
+			if s = checkRepo(ctx, st, keys, a, scratch); !scratch.OK() {
+				r.add(a.DID, "blob references not rebuilt: the repository is still damaged")
+				continue
+			}
+		}
+		if !s.hasHead {
 			continue
 		}
-		if err := repairRepo(ctx, st, s, r); err != nil {
+		if err := repairBlobs(ctx, st, blobs, s, r, time.Now().UnixMilli()); err != nil {
 			return nil, err
 		}
 	}

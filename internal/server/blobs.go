@@ -12,18 +12,17 @@ import (
 	"stratus/internal/sqlite"
 )
 
-// openBlobs builds the blob service with the configured store: a directory
-// in the data directory, or an S3-compatible bucket.
-func openBlobs(cfg *config.Config, db *sqlite.DB, log *slog.Logger) (*blob.Service, error) {
-	dir := filepath.Join(cfg.DataDir, config.BlobsDir)
-	var store blob.Store
+// OpenBlobStore opens the configured blob store: a directory in the data
+// directory, or an S3-compatible bucket. The operator commands (check,
+// backup, restore) use it to reach the server's blobs.
+func OpenBlobStore(cfg *config.Config) (blob.Store, error) {
 	switch cfg.BlobStore {
 	case "", "disk":
-		d, err := blob.NewDisk(dir)
+		d, err := blob.NewDisk(filepath.Join(cfg.DataDir, config.BlobsDir))
 		if err != nil {
 			return nil, err
 		}
-		store = d
+		return d, nil
 	case "s3":
 		s, err := blob.NewS3(blob.S3Config{
 			Endpoint:        cfg.BlobS3Endpoint,
@@ -36,9 +35,17 @@ func openBlobs(cfg *config.Config, db *sqlite.DB, log *slog.Logger) (*blob.Servi
 		if err != nil {
 			return nil, err
 		}
-		store = s
-	default:
-		return nil, fmt.Errorf("unknown blob store %q", cfg.BlobStore)
+		return s, nil
+	}
+	return nil, fmt.Errorf("unknown blob store %q", cfg.BlobStore)
+}
+
+// openBlobs builds the blob service with the configured store.
+func openBlobs(cfg *config.Config, db *sqlite.DB, log *slog.Logger) (*blob.Service, error) {
+	dir := filepath.Join(cfg.DataDir, config.BlobsDir)
+	store, err := OpenBlobStore(cfg)
+	if err != nil {
+		return nil, err
 	}
 	return blob.NewService(blob.Config{
 		Store:   store,

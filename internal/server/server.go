@@ -63,6 +63,7 @@ type Server struct {
 	blobs          *blob.Service
 	handler        *xrpc.Server
 	http           *xrpc.HTTPServer
+	obs            *observer // counters and metrics (status.go)
 }
 
 // keys serves the configured signing key for the primary account. The key
@@ -132,9 +133,10 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 	k := &keys{did: did}
 	k.key.Store(signing)
 	s := &Server{cfg: cfg, log: log, db: db, keys: k}
+	s.obs = s.newObserver()
 	var accounts *account.Service
 	s.repos = repo.NewService(repo.Config{
-		Store:   db.Repos(),
+		Store:   countingStore{db.Repos(), s.obs},
 		Schemas: catalog,
 		Keys:    k,
 		CanWrite: func(ctx context.Context, did syntax.DID) error {
@@ -175,6 +177,11 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 	s.stopBackground = cancel
 	s.hub, err = sequencer.NewHub(bg, db.Events(), log, 0)
 	if err != nil {
+		cancel()
+		db.Close()
+		return nil, err
+	}
+	if _, s.obs.seqAtOpen, err = db.Events().SeqBounds(ctx); err != nil {
 		cancel()
 		db.Close()
 		return nil, err
@@ -233,6 +240,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		OAuth:       s.oauth,
 		Migration:   s.migrationService(cfg, resolver),
 		ValidDID:    s.validDID(cfg, resolver),
+		Status:      s.Status,
 	})
 	return s, nil
 }
@@ -264,10 +272,16 @@ func (s *Server) ensureAccount(ctx context.Context, did syntax.DID, handle synta
 // free one) and serves in the background.
 func (s *Server) Start() error {
 	addr := net.JoinHostPort(s.cfg.Bind, strconv.Itoa(s.cfg.Port))
-	h, err := xrpc.Listen(addr, s.handler, s.log)
-	if err != nil {
+	if err := s.startMetrics(); err != nil {
 		return err
 	}
+	h, err := xrpc.Listen(addr, s.instrument(s.handler), s.log)
+	if err != nil {
+		s.stopMetrics(context.Background())
+		return err
+	}
+	now := time.Now().UTC()
+	s.obs.started.Store(&now)
 	s.http = h
 	go func() {
 		if err := h.Serve(); err != nil {
@@ -329,6 +343,7 @@ func (s *Server) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		err = s.http.Shutdown(ctx)
+		s.stopMetrics(ctx)
 	}
 	// Stop background work (which also ends firehose subscriptions, whose
 	// hijacked connections Shutdown does not wait for) before closing the

@@ -175,12 +175,17 @@ func scanKey(rows rowScanner) (blob.Key, error) {
 }
 
 // Forget implements blob.Index: one statement, so the check that the blob
-// is still unreferenced and the delete are atomic against commits.
+// is still unreferenced and the delete are atomic against commits. Nothing
+// is forgotten while a backup holds collection (blob_holds; see HoldBlobs),
+// checked in the same statement so a hold taken before a backup's snapshot
+// keeps every blob the snapshot lists; the hold's expiry is compared with
+// the wall clock, not the collection's (possibly simulated) time.
 func (x *BlobIndex) Forget(ctx context.Context, key blob.Key, before time.Time) (bool, error) {
 	res, err := x.db.write.ExecContext(ctx, `DELETE FROM blobs
 		WHERE did = ?1 AND cid = ?2 AND unreferenced_at IS NOT NULL AND unreferenced_at < ?3
-		AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE did = ?1 AND cid = ?2)`,
-		key.DID.String(), key.CID.String(), before.UnixMilli())
+		AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE did = ?1 AND cid = ?2)
+		AND NOT EXISTS (SELECT 1 FROM blob_holds WHERE expires_at > ?4)`,
+		key.DID.String(), key.CID.String(), before.UnixMilli(), x.db.Now().UnixMilli())
 	if err != nil {
 		return false, fmt.Errorf("forget blob: %w", err)
 	}

@@ -31,6 +31,7 @@ func (s *Server) xrpcRoutes() map[string]route {
 		"app.stratus.admin.getPlcOperationToken": {method: get, auth: authAdmin, handle: s.handleAdminGetPlcOperationToken},
 		"app.stratus.admin.listOAuthGrants":      {method: get, auth: authAdmin, handle: s.handleAdminListOAuthGrants},
 		"app.stratus.admin.revokeOAuthGrant":     {method: post, auth: authAdmin, handle: s.handleAdminRevokeOAuthGrant},
+		"app.stratus.admin.getStatus":            {method: get, auth: authAdmin, handle: s.handleAdminGetStatus},
 
 		// com.atproto.identity
 		"com.atproto.identity.resolveHandle": {method: get, handle: s.handleIdentityResolveHandle},

@@ -36,6 +36,7 @@ import (
 	"stratus/internal/repo"
 	"stratus/internal/sequencer"
 	"stratus/internal/serviceauth"
+	"stratus/internal/status"
 )
 
 // Body size limits. Repository writes may carry up to 200 records; other
@@ -110,6 +111,9 @@ type Deps struct {
 	// Migration serves createAccount for an account moving here and
 	// importRepo; nil refuses both.
 	Migration *migration.Service
+	// Status assembles the operator's status report
+	// (app.stratus.admin.getStatus); nil answers ServiceUnavailable.
+	Status func(ctx context.Context) (*status.Report, error)
 }
 
 // Operator performs the operator's secret rotations; internal/server
