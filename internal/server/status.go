@@ -57,6 +57,23 @@ func (c countingStore) Apply(ctx context.Context, b *repo.Batch) ([]int64, error
 	return seqs, err
 }
 
+// ApplyGroup implements repo.Store: the commit path writes through it,
+// several commits to a transaction.
+func (c countingStore) ApplyGroup(ctx context.Context, bs []*repo.Batch) ([][]int64, []error, error) {
+	seqs, errs, err := c.RepoStore.ApplyGroup(ctx, bs)
+	if err == nil {
+		for _, e := range errs {
+			if e == nil {
+				c.obs.commits.Add(1)
+				if c.obs.metrics != nil {
+					c.obs.metrics.Commit()
+				}
+			}
+		}
+	}
+	return seqs, errs, err
+}
+
 // newObserver creates the counters and, when metrics-addr is set, the
 // server's metrics registry.
 func (s *Server) newObserver() *observer {
