@@ -23,15 +23,26 @@ import (
 const maxFrame = 16 << 20
 
 // subscriber is one firehose connection, remembering when each created
-// record's commit arrived.
+// record's commit arrived. While the writes run it only appends what it
+// received to a list; the list is indexed by record CID when asked (has),
+// so the subscribers take as little as possible of the cores they share
+// with the server.
 type subscriber struct {
 	conn   *websocket.Conn
 	frames *frameCache
 	done   chan struct{}
 
-	mu  sync.Mutex
-	got map[string]time.Time // record CID → arrival
-	err error
+	mu         sync.Mutex
+	deliveries []delivered
+	indexed    int                  // deliveries already in got
+	got        map[string]time.Time // record CID → arrival
+	err        error
+}
+
+// delivered is one frame received.
+type delivered struct {
+	frame *frameInfo
+	at    time.Time
 }
 
 func (s *subscriber) read(ctx context.Context) {
@@ -50,15 +61,13 @@ func (s *subscriber) read(ctx context.Context) {
 			}
 			return
 		}
-		cids, err := s.frames.decode(buf.Bytes())
-		if err != nil {
-			s.fail(err)
+		fi := s.frames.decode(buf.Bytes())
+		if fi.err != nil {
+			s.fail(fi.err)
 			return
 		}
 		s.mu.Lock()
-		for _, c := range cids {
-			s.got[c] = at
-		}
+		s.deliveries = append(s.deliveries, delivered{fi, at})
 		s.mu.Unlock()
 	}
 }
@@ -70,8 +79,7 @@ func (s *subscriber) read(ctx context.Context) {
 // A server that encodes per subscriber still works, only slower.
 type frameCache struct {
 	seed maphash.Seed
-	mu   sync.Mutex
-	m    map[frameKey]frameInfo
+	m    sync.Map // frameKey → *frameInfo
 }
 
 type frameKey struct {
@@ -79,28 +87,27 @@ type frameKey struct {
 	size int
 }
 
+// frameInfo is a decoded frame: the CIDs of the records its commit
+// creates.
 type frameInfo struct {
+	once sync.Once
 	cids []string
 	err  error
 }
 
 func newFrameCache() *frameCache {
-	return &frameCache{seed: maphash.MakeSeed(), m: map[frameKey]frameInfo{}}
+	return &frameCache{seed: maphash.MakeSeed()}
 }
 
-func (fc *frameCache) decode(frame []byte) ([]string, error) {
+func (fc *frameCache) decode(frame []byte) *frameInfo {
 	k := frameKey{maphash.Bytes(fc.seed, frame), len(frame)}
-	fc.mu.Lock()
-	fi, ok := fc.m[k]
-	fc.mu.Unlock()
-	if ok {
-		return fi.cids, fi.err
+	v, ok := fc.m.Load(k)
+	if !ok {
+		v, _ = fc.m.LoadOrStore(k, &frameInfo{})
 	}
-	cids, err := createdCIDs(frame)
-	fc.mu.Lock()
-	fc.m[k] = frameInfo{cids, err}
-	fc.mu.Unlock()
-	return cids, err
+	fi := v.(*frameInfo)
+	fi.once.Do(func() { fi.cids, fi.err = createdCIDs(frame) })
+	return fi
 }
 
 func (s *subscriber) fail(err error) {
@@ -111,9 +118,20 @@ func (s *subscriber) fail(err error) {
 	s.mu.Unlock()
 }
 
+// index adds the deliveries not yet indexed to got; callers hold s.mu.
+func (s *subscriber) index() {
+	for ; s.indexed < len(s.deliveries); s.indexed++ {
+		d := s.deliveries[s.indexed]
+		for _, c := range d.frame.cids {
+			s.got[c] = d.at
+		}
+	}
+}
+
 func (s *subscriber) has(c string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.index()
 	_, ok := s.got[c]
 	return ok || s.err != nil
 }
@@ -233,6 +251,7 @@ func (r *run) firehose(ctx context.Context) []Result {
 	d := &tally{}
 	for _, s := range subs {
 		s.mu.Lock()
+		s.index()
 		for _, c := range order {
 			if at, ok := s.got[c]; ok {
 				d.add(at.Sub(sent[c]), nil)

@@ -55,22 +55,24 @@ func TestCreatedCIDs(t *testing.T) {
 
 	fc := newFrameCache()
 	for range 2 { // the second round answers from the cache
-		got, err := fc.decode(commit)
-		if err != nil || !slices.Equal(got, []string{created.String()}) {
-			t.Errorf("commit: %v, %v; want only the created record's CID", got, err)
+		fi := fc.decode(commit)
+		if fi.err != nil || !slices.Equal(fi.cids, []string{created.String()}) {
+			t.Errorf("commit: %v, %v; want only the created record's CID", fi.cids, fi.err)
 		}
-		if got, err := fc.decode(identity); err != nil || len(got) != 0 {
-			t.Errorf("identity: %v, %v", got, err)
+		if fi := fc.decode(identity); fi.err != nil || len(fi.cids) != 0 {
+			t.Errorf("identity: %v, %v", fi.cids, fi.err)
 		}
-		if _, err := fc.decode(tooSlow); err == nil || !strings.Contains(err.Error(), "ConsumerTooSlow") {
-			t.Errorf("error frame: %v", err)
+		if fi := fc.decode(tooSlow); fi.err == nil || !strings.Contains(fi.err.Error(), "ConsumerTooSlow") {
+			t.Errorf("error frame: %v", fi.err)
 		}
-		if _, err := fc.decode([]byte{0xff}); err == nil {
+		if fi := fc.decode([]byte{0xff}); fi.err == nil {
 			t.Error("garbage decoded")
 		}
 	}
-	if len(fc.m) != 4 {
-		t.Errorf("cache holds %d frames, want 4", len(fc.m))
+	n := 0
+	fc.m.Range(func(any, any) bool { n++; return true })
+	if n != 4 {
+		t.Errorf("cache holds %d frames, want 4", n)
 	}
 }
 

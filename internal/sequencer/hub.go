@@ -144,8 +144,8 @@ func (h *Hub) Subscribers() int {
 // subscriber waits at most coalescePerSub, and a hundred up to
 // maxCoalesce. An event after a quiet spell goes out at once.
 const (
-	coalescePerSub = 40 * time.Microsecond
-	maxCoalesce    = 4 * time.Millisecond
+	coalescePerSub = 50 * time.Microsecond
+	maxCoalesce    = 5 * time.Millisecond
 )
 
 // coalesceFor is the pause between broadcasts with n subscribers.

@@ -19,9 +19,6 @@ import (
 // dead peers.
 const pingInterval = 30 * time.Second
 
-// writeTimeout bounds one frame write to a subscriber.
-const writeTimeout = 15 * time.Second
-
 // handleSyncSubscribeRepos serves com.atproto.sync.subscribeRepos, the
 // firehose, over WebSocket.
 func (s *Server) handleSyncSubscribeRepos(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
@@ -49,7 +46,9 @@ func (s *Server) handleSyncSubscribeRepos(w http.ResponseWriter, r *http.Request
 	ctx := c.CloseRead(r.Context())
 	go keepAlive(ctx, c)
 
-	err = s.deps.Hub.Stream(ctx, cursor, &wsSink{c: c, conn: cw.conn})
+	sink := &wsSink{c: c, conn: cw.conn}
+	err = s.deps.Hub.Stream(ctx, cursor, sink)
+	sink.release()
 	switch {
 	case errors.Is(err, sequencer.ErrFutureCursor):
 		closeWithError(c, "FutureCursor", "Cursor in the future.", websocket.StatusPolicyViolation)
@@ -66,6 +65,23 @@ func (s *Server) handleSyncSubscribeRepos(w http.ResponseWriter, r *http.Request
 type wsSink struct {
 	c    *websocket.Conn
 	conn *fanoutConn
+	// stop and interrupted are set once the end of the subscription is
+	// set to interrupt a blocked write.
+	stop        func() bool
+	interrupted chan struct{}
+}
+
+// release undoes the interruption once the subscription is over, so that
+// a last error frame and the close can still be written (each bounded by
+// its own timeout).
+func (s *wsSink) release() {
+	if s.stop == nil {
+		return
+	}
+	if !s.stop() {
+		<-s.interrupted
+	}
+	s.conn.SetWriteDeadline(time.Time{})
 }
 
 // Send adds one frame to the batch, writing the batch out early when it
@@ -77,10 +93,18 @@ func (s *wsSink) Send(ctx context.Context, data []byte) error {
 	return nil
 }
 
-// Flush writes the batch. A peer that accepts nothing for writeTimeout is
-// gone; so is one whose queue overflowed, which cancels ctx.
+// Flush writes the batch. A subscription that ends (its peer fell a whole
+// queue behind, or the server stops) interrupts a write blocked on a peer
+// that reads nothing.
 func (s *wsSink) Flush(ctx context.Context) error {
-	if err := s.conn.Flush(ctx, writeTimeout); err != nil {
+	if s.stop == nil {
+		s.interrupted = make(chan struct{})
+		s.stop = context.AfterFunc(ctx, func() {
+			defer close(s.interrupted)
+			s.conn.Interrupt()
+		})
+	}
+	if err := s.conn.Flush(); err != nil {
 		// Close so that the read side ends too.
 		s.c.CloseNow()
 		return err

@@ -2,7 +2,6 @@ package xrpc
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"net"
 	"net/http"
@@ -78,27 +77,31 @@ func appendFrameHeader(b []byte, n int) []byte {
 	}
 }
 
-// Flush writes the batch, giving up after timeout or when ctx ends (a
-// peer that reads nothing is then cut off by the error).
-func (c *fanoutConn) Flush(ctx context.Context, timeout time.Duration) error {
+// Flush writes the batch. It has no deadline of its own: a peer that
+// stops reading makes its queue in the hub overflow, and the end of the
+// subscription then interrupts the write (see Interrupt); a peer that
+// stops answering pings is closed by the keep-alive. Setting a deadline
+// around every batch cost more than the rest of the flush but the write.
+func (c *fanoutConn) Flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pending = false
 	if len(c.buf) == 0 {
 		return nil
 	}
-	c.Conn.SetWriteDeadline(time.Now().Add(timeout))
-	// A deadline in the past interrupts a write already blocked.
-	stop := context.AfterFunc(ctx, func() { c.Conn.SetWriteDeadline(time.Unix(1, 0)) })
 	_, err := c.Conn.Write(c.buf)
-	stop()
-	c.Conn.SetWriteDeadline(time.Time{})
 	if cap(c.buf) > maxBatchBytes {
 		c.buf = nil // let one oversized message's memory go
 	} else {
 		c.buf = c.buf[:0]
 	}
 	return err
+}
+
+// Interrupt makes a write blocked in Flush, and every later one, fail at
+// once: a deadline in the past.
+func (c *fanoutConn) Interrupt() {
+	c.Conn.SetWriteDeadline(time.Unix(1, 0))
 }
 
 // fanoutWriter hands coder/websocket a fanoutConn when it hijacks the

@@ -39,7 +39,7 @@ func TestFanoutConnFraming(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		}
-		if err := fw.conn.Flush(ctx, 5*time.Second); err != nil {
+		if err := fw.conn.Flush(); err != nil {
 			done <- err
 			return
 		}
