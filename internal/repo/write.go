@@ -604,7 +604,7 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		if cur != nil {
 			l := lexutil.LexLink(*cur)
 			op.Cid = &l
-			b.Upsert = append(b.Upsert, IndexEntry{Collection: coll, RKey: rkey, CID: *cur})
+			b.Upsert = append(b.Upsert, IndexEntry{Collection: coll, RKey: rkey, CID: *cur, Created: old == nil})
 		} else {
 			b.Delete = append(b.Delete, IndexEntry{Collection: coll, RKey: rkey})
 		}
