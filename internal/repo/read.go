@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
 
+	"stratus/internal/atjson"
 	"stratus/internal/pdserr"
 )
 
@@ -36,6 +38,45 @@ func (s *Service) GetRecord(ctx context.Context, did syntax.DID, collection synt
 		return nil, fmt.Errorf("decode record %s: %w", uri, err)
 	}
 	return &RecordView{URI: uri, CID: r.CID, Value: val}, nil
+}
+
+// RecordRef names a stored record version.
+type RecordRef struct {
+	URI syntax.ATURI
+	CID cid.Cid
+}
+
+// AppendRecordJSON is GetRecord with the value rendered as the JSON of the
+// atproto data model and appended to dst, so a caller can assemble the
+// response in one reused buffer. The stored DAG-CBOR is transcoded straight
+// to JSON; records of a shape the transcoder leaves alone take the
+// decode-then-encode path, with the same JSON value.
+func (s *Service) AppendRecordJSON(ctx context.Context, dst []byte, did syntax.DID, collection syntax.NSID, rkey syntax.RecordKey, want *cid.Cid) ([]byte, RecordRef, error) {
+	r, err := s.store.Record(ctx, did, collection, rkey)
+	if errors.Is(err, ErrBlockNotFound) || (err == nil && want != nil && !want.Equals(r.CID)) {
+		return dst, RecordRef{}, pdserr.New(pdserr.RecordNotFound, "Could not locate record: %s", recordURI(did, collection, rkey))
+	}
+	if err != nil {
+		return dst, RecordRef{}, fmt.Errorf("read record: %w", err)
+	}
+	ref := RecordRef{URI: recordURI(did, collection, rkey), CID: r.CID}
+	out, err := atjson.AppendRecord(dst, r.Data)
+	if err == nil {
+		return out, ref, nil
+	}
+	val, err := DecodeRecord(r.Data)
+	if err != nil {
+		return dst, RecordRef{}, fmt.Errorf("decode record %s: %w", ref.URI, err)
+	}
+	b, err := json.Marshal(val)
+	if err != nil {
+		return dst, RecordRef{}, fmt.Errorf("encode record %s: %w", ref.URI, err)
+	}
+	return append(dst, b...), ref, nil
+}
+
+func recordURI(did syntax.DID, collection syntax.NSID, rkey syntax.RecordKey) syntax.ATURI {
+	return syntax.ATURI("at://" + string(did) + "/" + string(collection) + "/" + string(rkey))
 }
 
 // ListRecords returns a page of a collection and the cursor of the next page

@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
 
 	"stratus/internal/account"
+	"stratus/internal/atjson"
 	"stratus/internal/auth"
 	"stratus/internal/pdserr"
 	"stratus/internal/repo"
@@ -417,12 +420,47 @@ func (s *Server) handleRepoGetRecord(w http.ResponseWriter, r *http.Request, _ *
 		}
 		want = &c
 	}
-	rec, err := s.deps.Repos.GetRecord(r.Context(), a.DID, coll, rkey, want)
+	// The value is transcoded from the stored CBOR into a pooled buffer
+	// and the response assembled around it: no map, no reflection.
+	bp := responseBufs.Get().(*[]byte)
+	defer responseBufs.Put(bp)
+	buf, ref, err := s.deps.Repos.AppendRecordJSON(r.Context(), append((*bp)[:0], `{"value":`...), a.DID, coll, rkey, want)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, recordJSON{URI: rec.URI.String(), CID: rec.CID.String(), Value: rec.Value})
+	buf = append(buf, `,"uri":`...)
+	buf = atjson.AppendString(buf, []byte(ref.URI))
+	buf = append(buf, `,"cid":"`...)
+	buf = append(buf, ref.CID.String()...)
+	buf = append(buf, "\"}\n"...)
+	if cap(buf) <= maxPooledResponse {
+		*bp = buf
+	}
+	return writeRawJSON(w, buf)
 }
+
+// responseBufs holds the buffers getRecord responses are assembled in.
+var responseBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledResponse keeps a rare huge record from pinning its buffer.
+const maxPooledResponse = 64 << 10
+
+// writeRawJSON writes an already encoded JSON body.
+func writeRawJSON(w http.ResponseWriter, body []byte) error {
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Cache-Control"] = noStore
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	if _, err := w.Write(body); err != nil {
+		return errClientGone
+	}
+	return nil
+}
+
+var (
+	jsonContentType = []string{"application/json; charset=utf-8"}
+	noStore         = []string{"no-store"}
+)
 
 type recordJSON struct {
 	URI   string         `json:"uri"`
