@@ -590,3 +590,47 @@ func TestRotateSecret(t *testing.T) {
 	}
 	e.refresh(c.RefreshJWT)
 }
+
+// A verified access token is remembered for speed; ending its session,
+// rotating the secret and its expiry must still reject it.
+func TestVerifyCachedToken(t *testing.T) {
+	e := newEnv(t)
+	ended, rotated := e.login(), e.login()
+	for _, s := range []*auth.Session{ended, rotated} {
+		for range 2 {
+			if _, err := e.sessions.Verify(s.AccessJWT); err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+		}
+	}
+	// A token that differs in one character of its signature is not
+	// taken for the cached one.
+	i := len(ended.AccessJWT) - 10
+	c := byte('A')
+	if ended.AccessJWT[i] == c {
+		c = 'B'
+	}
+	forged := ended.AccessJWT[:i] + string(c) + ended.AccessJWT[i+1:]
+	_, err := e.sessions.Verify(forged)
+	wantErr(t, err, pdserr.InvalidToken)
+
+	if err := e.sessions.Logout(e.ctx, ended.RefreshJWT); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.sessions.Verify(ended.AccessJWT)
+	wantErr(t, err, pdserr.InvalidToken)
+
+	e.clock.Advance(121 * time.Minute)
+	_, err = e.sessions.Verify(rotated.AccessJWT)
+	wantErr(t, err, pdserr.ExpiredToken)
+
+	fresh := e.login()
+	if _, err := e.sessions.Verify(fresh.AccessJWT); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if _, err := e.sessions.RotateSecret(e.ctx, "another-secret-0123456789"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.sessions.Verify(fresh.AccessJWT)
+	wantErr(t, err, pdserr.InvalidToken)
+}

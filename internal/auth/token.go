@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -69,6 +70,7 @@ type Tokens struct {
 	secret atomic.Pointer[[]byte]
 	aud    string
 	now    func() time.Time
+	cache  tokenCache
 }
 
 // NewTokens returns a signer for tokens whose audience is aud (the server's
@@ -131,8 +133,18 @@ func (t *Tokens) issueRefresh(sub, jti, sid string, exp time.Time) (string, erro
 // otherwise valid token is ExpiredToken, which clients answer by
 // refreshing.
 func (t *Tokens) parse(s, typ string) (*Claims, error) {
+	secret := t.secret.Load()
+	key := tokenKey{sum: sha256.Sum256([]byte(s)), typ: typ}
+	// Only access tokens are cached: they come with every request, while
+	// a refresh token is used once.
+	cached := typ == typAccess
+	if cached {
+		if c, ok := t.cache.get(key, secret, t.now()); ok {
+			return c, nil
+		}
+	}
 	var c Claims
-	tok, err := jwt.ParseWithClaims(s, &c, func(*jwt.Token) (any, error) { return *t.secret.Load(), nil },
+	tok, err := jwt.ParseWithClaims(s, &c, func(*jwt.Token) (any, error) { return *secret, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithAudience(t.aud),
 		jwt.WithExpirationRequired(),
@@ -150,6 +162,9 @@ func (t *Tokens) parse(s, typ string) (*Claims, error) {
 	}
 	if c.Subject == "" {
 		return nil, pdserr.New(pdserr.InvalidToken, "Token has no subject")
+	}
+	if cached {
+		t.cache.put(key, secret, &c)
 	}
 	return &c, nil
 }

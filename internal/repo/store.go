@@ -53,6 +53,10 @@ type IndexEntry struct {
 	Collection syntax.NSID
 	RKey       syntax.RecordKey
 	CID        cid.Cid
+	// Created is set on an Upsert of a path that held no record before
+	// the commit: it has no blob references to drop, so the store skips
+	// that step.
+	Created bool
 }
 
 // Batch is everything one commit changes, applied by Store.Apply in a single
@@ -81,8 +85,8 @@ type Batch struct {
 	Delete    []IndexEntry
 	Events    []sequencer.Event
 	// Blobs are the blob references of the records the batch writes. The
-	// store first drops the references of every record in Upsert and
-	// Delete, then adds these, in the same transaction: a blob that loses
+	// store first drops the references of every record in Upsert (but
+	// those Created) and Delete, then adds these, in the same transaction: a blob that loses
 	// its last reference starts its unreferenced period, and a referenced
 	// blob must be held with the referenced type and size, or the batch
 	// fails with a *BlobRefError.

@@ -155,6 +155,9 @@ func (s *Service) ApplyWrites(ctx context.Context, did syntax.DID, writes []Writ
 		}
 		// The account lock is released: the next commit of this account
 		// is built on this one while this one's transaction is written.
+		if p.drive {
+			s.commits.drive(s.store)
+		}
 		<-p.done
 		if p.err == nil {
 			out.Seq = p.seqs
@@ -280,7 +283,7 @@ func (s *Service) build(ctx context.Context, did syntax.DID, st *repoState, prep
 		return nil, nil, err
 	}
 	p := &pending{batch: b, done: make(chan struct{}), gen: st.gen, speculative: onPending}
-	s.commits.submit(s.store, p)
+	p.drive = s.commits.submit(p)
 	st.last = p
 	st.head = b.Head
 	st.nodes = nil
@@ -332,6 +335,8 @@ type pending struct {
 	// speculative is set when the commit was built on a commit that was
 	// not yet durable.
 	speculative bool
+	// drive is set when the committer was idle: the writer runs it.
+	drive bool
 
 	done chan struct{} // closed when seqs and err are set
 	seqs []int64
@@ -363,50 +368,80 @@ type committer struct {
 }
 
 // submit queues p. Callers hold the account lock, so commits of one
-// account are queued in the order they were built.
-func (c *committer) submit(store Store, p *pending) {
+// account are queued in the order they were built. It reports whether the
+// committer was idle, in which case the caller must call drive once it has
+// released the account lock.
+func (c *committer) submit(p *pending) (drive bool) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.queue = append(c.queue, p)
-	start := !c.running
+	if c.running {
+		return false
+	}
 	c.running = true
-	c.mu.Unlock()
-	if start {
+	return true
+}
+
+// drive applies the group that holds the caller's commit in the caller's
+// goroutine and hands whatever queued meanwhile to a new one: a lone
+// writer then waits for no goroutine switch between its commit and its
+// answer.
+func (c *committer) drive(store Store) {
+	defer func() {
+		if r := recover(); r != nil {
+			// The HTTP server would recover a panic of the request's
+			// goroutine and leave the committer marked running with no
+			// one running it; fail as the committer's own goroutine does.
+			go panic(r)
+		}
+	}()
+	if c.applyNext(store) {
 		go c.run(store)
 	}
 }
 
 func (c *committer) run(store Store) {
-	for {
-		c.mu.Lock()
-		n := min(len(c.queue), maxGroup)
-		if n == 0 {
-			c.running = false
-			c.mu.Unlock()
-			return
-		}
-		group := c.queue[:n:n]
-		c.queue = c.queue[n:]
-		c.mu.Unlock()
-
-		bs := make([]*Batch, n)
-		for i, p := range group {
-			bs[i] = p.batch
-		}
-		// Not any writer's context: a queued commit is applied even if
-		// its client went away, since later commits are built on it.
-		seqs, errs, err := store.ApplyGroup(context.Background(), bs)
-		for i, p := range group {
-			switch {
-			case err != nil:
-				p.err = err
-			case errs[i] != nil:
-				p.err = errs[i]
-			default:
-				p.seqs = seqs[i]
-			}
-			close(p.done)
-		}
+	for c.applyNext(store) {
 	}
+}
+
+// applyNext applies the next group of queued commits in one transaction
+// and reports whether more are queued; when none are, the committer stops
+// running. Only the one goroutine running the committer calls it, with
+// the queue not empty.
+func (c *committer) applyNext(store Store) bool {
+	c.mu.Lock()
+	n := min(len(c.queue), maxGroup)
+	group := c.queue[:n:n]
+	c.queue = c.queue[n:]
+	c.mu.Unlock()
+
+	bs := make([]*Batch, n)
+	for i, p := range group {
+		bs[i] = p.batch
+	}
+	// Not any writer's context: a queued commit is applied even if its
+	// client went away, since later commits are built on it.
+	seqs, errs, err := store.ApplyGroup(context.Background(), bs)
+	for i, p := range group {
+		switch {
+		case err != nil:
+			p.err = err
+		case errs[i] != nil:
+			p.err = errs[i]
+		default:
+			p.seqs = seqs[i]
+		}
+		close(p.done)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) == 0 {
+		c.running = false
+		return false
+	}
+	return true
 }
 
 // checkWrite applies the swap and existence rules of one write.
@@ -604,7 +639,7 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		if cur != nil {
 			l := lexutil.LexLink(*cur)
 			op.Cid = &l
-			b.Upsert = append(b.Upsert, IndexEntry{Collection: coll, RKey: rkey, CID: *cur})
+			b.Upsert = append(b.Upsert, IndexEntry{Collection: coll, RKey: rkey, CID: *cur, Created: old == nil})
 		} else {
 			b.Delete = append(b.Delete, IndexEntry{Collection: coll, RKey: rkey})
 		}

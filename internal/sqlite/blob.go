@@ -59,6 +59,11 @@ func (db *DB) linkBlobs(ctx context.Context, tx *sql.Tx, b *repo.Batch) error {
 		return rows.Err()
 	}
 	for _, e := range b.Upsert {
+		if e.Created {
+			// A new path has no references yet; skipping the query is
+			// a tenth of a create's server time.
+			continue
+		}
 		if err := unlink(e); err != nil {
 			return err
 		}

@@ -176,7 +176,7 @@ func (db *DB) Path() string { return db.path }
 // busy for the whole of a transaction.
 var writeStatements = []string{
 	sqlPutBlock, sqlIndexRecord, sqlUnindexRecord, sqlDropBlock,
-	sqlMaybeDrop, sqlCreateHead, sqlMoveHead, sqlAccountStatus, sqlAppendEvent,
+	sqlMaybeDrop, sqlCreateHead, sqlMoveHead, sqlMoveHeadActive, sqlAccountStatus, sqlAppendEvent,
 	sqlSavepoint, sqlRollbackTo, sqlRelease,
 }
 

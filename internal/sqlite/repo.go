@@ -68,8 +68,12 @@ const (
 	sqlDropBlock     = "DELETE FROM repo_blocks WHERE did = ? AND cid = ?"
 	sqlMaybeDrop     = `DELETE FROM repo_blocks WHERE did = ? AND cid = ?
 		AND NOT EXISTS (SELECT 1 FROM records WHERE did = ? AND cid = ?)`
-	sqlCreateHead    = "INSERT INTO repo_roots (did, commit_cid, data_cid, rev) VALUES (?, ?, ?, ?)"
-	sqlMoveHead      = "UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ? WHERE did = ? AND commit_cid = ?"
+	sqlCreateHead = "INSERT INTO repo_roots (did, commit_cid, data_cid, rev) VALUES (?, ?, ?, ?)"
+	sqlMoveHead   = "UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ? WHERE did = ? AND commit_cid = ?"
+	// sqlMoveHeadActive is sqlMoveHead that also requires the account to
+	// be active: one statement instead of two on every commit.
+	sqlMoveHeadActive = `UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ? WHERE did = ? AND commit_cid = ?
+		AND EXISTS (SELECT 1 FROM accounts WHERE did = ? AND status = 'active')`
 	sqlAccountStatus = "SELECT status FROM accounts WHERE did = ?"
 	sqlAppendEvent   = "INSERT INTO firehose_events (did, type, payload, created_at) VALUES (?, ?, ?, ?)"
 	sqlSavepoint     = "SAVEPOINT batch"
@@ -184,21 +188,28 @@ func (s *RepoStore) apply(ctx context.Context, tx *sql.Tx, b *repo.Batch) ([]int
 		// Compare-and-set: refuse the batch if the stored head is not
 		// the one it was built on (a second writer bypassed the lock, or
 		// the batch it was built on was refused).
-		res, err := st(sqlMoveHead).ExecContext(ctx, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), did, b.Prev.Commit.Bytes())
+		var res sql.Result
+		var err error
+		if b.RequireActive {
+			res, err = st(sqlMoveHeadActive).ExecContext(ctx, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), did, b.Prev.Commit.Bytes(), did)
+		} else {
+			res, err = st(sqlMoveHead).ExecContext(ctx, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), did, b.Prev.Commit.Bytes())
+		}
 		if err != nil {
 			return nil, fmt.Errorf("set head: %w", err)
 		}
 		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			if b.RequireActive {
+				// Refused: tell an inactive account from a moved head.
+				var status string
+				if err := st(sqlAccountStatus).QueryRowContext(ctx, did).Scan(&status); err != nil {
+					return nil, fmt.Errorf("read account status: %w", err)
+				}
+				if status != "active" {
+					return nil, repo.ErrInactive
+				}
+			}
 			return nil, fmt.Errorf("%w: not at %s", repo.ErrHeadMoved, b.Prev.Commit)
-		}
-		if b.RequireActive {
-			var status string
-			if err := st(sqlAccountStatus).QueryRowContext(ctx, did).Scan(&status); err != nil {
-				return nil, fmt.Errorf("read account status: %w", err)
-			}
-			if status != "active" {
-				return nil, repo.ErrInactive
-			}
 		}
 	}
 	if err := s.db.linkBlobs(ctx, tx, b); err != nil {
