@@ -76,6 +76,9 @@ type Hub struct {
 	mu   sync.Mutex
 	subs map[*subscriber]struct{}
 	last int64 // seq of the last event broadcast
+	// stale means events may have been stored since last while nobody
+	// was subscribed; the next subscriber reads the latest seq first.
+	stale bool
 }
 
 type subscriber struct {
@@ -180,21 +183,15 @@ func (h *Hub) run(ctx context.Context) {
 
 // pump broadcasts every stored event after h.last.
 func (h *Hub) pump(ctx context.Context) error {
-	if h.Subscribers() == 0 {
-		// Nobody to send to: skip reading and encoding the events. A
-		// subscriber that joins meanwhile starts from an older seq and
-		// reads what it missed from storage.
-		_, latest, err := h.store.SeqBounds(ctx)
-		if err != nil {
-			return err
-		}
-		h.mu.Lock()
-		if len(h.subs) == 0 && latest > h.last {
-			h.last = latest
-		}
+	h.mu.Lock()
+	if len(h.subs) == 0 {
+		// Nobody to send to: skip reading and encoding the events, and
+		// even the latest seq, which the next subscriber reads instead.
+		h.stale = true
 		h.mu.Unlock()
 		return nil
 	}
+	h.mu.Unlock()
 	for {
 		evs, err := h.store.EventsAfter(ctx, h.lastSeq(), PageSize)
 		if err != nil {
@@ -252,12 +249,21 @@ func (h *Hub) broadcast(frames []frame, last int64) {
 	}
 }
 
-func (h *Hub) subscribe(cancel context.CancelFunc) (*subscriber, int64) {
+func (h *Hub) subscribe(ctx context.Context, cancel context.CancelFunc) (*subscriber, int64, error) {
 	s := &subscriber{ch: make(chan frame, h.buffer), slow: make(chan struct{}), cancel: cancel}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.stale {
+		// Under the lock, so no broadcast can slip in between.
+		_, latest, err := h.store.SeqBounds(ctx)
+		if err != nil {
+			return nil, 0, fmt.Errorf("read latest seq: %w", err)
+		}
+		h.last = max(h.last, latest)
+		h.stale = false
+	}
 	h.subs[s] = struct{}{}
-	return s, h.last
+	return s, h.last, nil
 }
 
 func (h *Hub) unsubscribe(s *subscriber) {
@@ -281,7 +287,10 @@ func (h *Hub) Stream(ctx context.Context, cursor *int64, sink Sink) error {
 	defer cancel()
 	stop := context.AfterFunc(h.ctx, cancel) // the server is shutting down
 	defer stop()
-	sub, start := h.subscribe(cancel)
+	sub, start, err := h.subscribe(ctx, cancel)
+	if err != nil {
+		return err
+	}
 	defer h.unsubscribe(sub)
 
 	last := start

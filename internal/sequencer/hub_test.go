@@ -648,3 +648,25 @@ func TestHub_SlowReaderGetsConsumerTooSlow(t *testing.T) {
 		t.Fatal("slow reader not cut off")
 	}
 }
+
+// Ensure events stored while nobody is subscribed (which the hub no longer
+// reads) are not sent to a later subscriber without a cursor: it gets only
+// what comes after it joined.
+func TestHub_NoCursorAfterQuietSpell(t *testing.T) {
+	store := newMemStore(t)
+	h, _ := newHub(t, store, 0)
+	for range 3 {
+		store.add(5)
+		h.Notify()
+		time.Sleep(10 * time.Millisecond)
+	}
+	var r received
+	stop := stream(h, nil, r.send)
+	defer stop()
+	waitFor(t, "subscription", 5*time.Second, func() bool { return h.Subscribers() == 1 })
+	last := store.add(2)
+	h.Notify()
+	if err := sameSeqs(waitSeq(t, &r, last, 5*time.Second), run(last-1, last)); err != nil {
+		t.Error(err)
+	}
+}
