@@ -221,13 +221,20 @@ func (r *run) firehose(ctx context.Context) []Result {
 		subs = append(subs, s)
 		go s.read(subCtx)
 	}
-	// A first write, not measured, shows every subscriber is attached.
-	probe, err := r.create(ctx, Firehose, -1)
-	if err != nil {
-		return fail(fmt.Errorf("probe write: %w", err))
+	// Writes that are not measured show every subscriber is attached: a
+	// subscriber without a cursor gets only events after the server has
+	// registered it, which can be a moment after its handshake, so a
+	// probe is repeated until one reaches every subscriber.
+	attached := false
+	for deadline := time.Now().Add(30 * time.Second); !attached && time.Now().Before(deadline); {
+		probe, err := r.create(ctx, Firehose, -1)
+		if err != nil {
+			return fail(fmt.Errorf("probe write: %w", err))
+		}
+		attached = waitAll(ctx, subs, []string{probe.CID}, 2*time.Second)
 	}
-	if !waitAll(ctx, subs, []string{probe.CID}, 30*time.Second) {
-		return fail(errors.New("not every subscriber received the probe write's commit within 30s"))
+	if !attached {
+		return fail(errors.New("not every subscriber received a probe write's commit within 30s"))
 	}
 
 	var sentMu sync.Mutex
