@@ -73,6 +73,9 @@ type Hub struct {
 	notify chan struct{}
 	ctx    context.Context // ends every subscription when the hub stops
 
+	// done is closed when the hub's goroutine has stopped.
+	done chan struct{}
+
 	mu   sync.Mutex
 	subs map[*subscriber]struct{}
 	last int64 // seq of the last event broadcast
@@ -121,7 +124,11 @@ func NewHub(ctx context.Context, store Store, log *slog.Logger, buffer int) (*Hu
 		return nil, fmt.Errorf("read latest seq: %w", err)
 	}
 	h := &Hub{store: store, log: log, buffer: buffer, notify: make(chan struct{}, 1), ctx: ctx, subs: map[*subscriber]struct{}{}, last: latest}
-	go h.run(ctx)
+	h.done = make(chan struct{})
+	go func() {
+		defer close(h.done)
+		h.run(ctx)
+	}()
 	return h, nil
 }
 
@@ -155,6 +162,10 @@ const (
 func coalesceFor(n int) time.Duration {
 	return min(time.Duration(n)*coalescePerSub, maxCoalesce)
 }
+
+// Done is closed once the hub has stopped (its context ended) and no
+// longer reads storage, so the storage may be closed.
+func (h *Hub) Done() <-chan struct{} { return h.done }
 
 func (h *Hub) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)

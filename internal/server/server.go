@@ -351,6 +351,9 @@ func (s *Server) Close() error {
 	if s.stopBackground != nil {
 		s.stopBackground()
 		s.background.Wait()
+		if s.hub != nil {
+			<-s.hub.Done()
+		}
 	}
 	if e := s.db.Close(); e != nil && err == nil {
 		err = e
