@@ -240,6 +240,7 @@ terminal both --name and -y are required.`,
 			}
 			// The choice and the confirmation are pages of one form.
 			var pages []*huh.Group
+			var choices []string // the names offered, in order
 			if !named {
 				aps, err := listAppPasswords(cmd, client)
 				if err != nil {
@@ -251,6 +252,7 @@ terminal both --name and -y are required.`,
 				}
 				opts := make([]huh.Option[string], len(aps))
 				for i, ap := range aps {
+					choices = append(choices, ap.Name)
 					label := fmt.Sprintf("%s  (created %s)", ap.Name, formatTime(ap.CreatedAt))
 					if ap.Privileged {
 						label += "  privileged"
@@ -273,8 +275,18 @@ terminal both --name and -y are required.`,
 						}
 					}
 					pages = []*huh.Group{huh.NewGroup(confirmField(&ok, title(), desc))}
+				} else if named {
+					pages = append(pages, huh.NewGroup(confirmField(&ok, title(), desc)))
 				} else {
-					pages = append(pages, huh.NewGroup(confirmField(&ok, title(), desc).TitleFunc(title, &name)))
+					// One confirmation page per app password, shown only
+					// for the one chosen: its title is fixed, so it can
+					// never name another. (huh computes a TitleFunc
+					// asynchronously; on a busy machine the question
+					// could name the previous choice for a moment.)
+					for _, opt := range choices {
+						page := huh.NewGroup(confirmField(&ok, fmt.Sprintf("Revoke the app password %q?", opt), desc))
+						pages = append(pages, page.WithHideFunc(func() bool { return name != opt }))
+					}
 				}
 			}
 			if len(pages) > 0 {

@@ -269,6 +269,12 @@ func (p *ptyProc) tryText(s string, from int, d time.Duration) (int, bool) {
 // can be discarded by the terminal driver.
 func (p *ptyProc) press(key, want string, from int) int {
 	p.t.Helper()
+	if key == keyEnter {
+		// Enter submits: typed twice it would also answer the next
+		// question, so it is typed once and the screen waited for.
+		p.send(key)
+		return p.waitText(want, from)
+	}
 	for attempt := 0; attempt < 5; attempt++ {
 		p.send(key)
 		if at, ok := p.tryText(want, from, 2*time.Second); ok {
