@@ -56,6 +56,20 @@ func (f SendFunc) Send(ctx context.Context, data []byte) error { return f(ctx, d
 // Flush does nothing: every frame has been sent.
 func (SendFunc) Flush(context.Context) error { return nil }
 
+// DirectSink is a Sink that can also take frames from the hub's own
+// goroutine, without blocking. While a subscriber keeps up, the hub writes
+// its frames itself, so a broadcast does not wake a goroutine per
+// subscriber: with a hundred subscribers those wake-ups, not the writes,
+// were what delayed everything else on the machine.
+type DirectSink interface {
+	Sink
+	// TrySend takes frames if it can without waiting. accepted false
+	// means nothing was taken. pending true means some bytes are held
+	// back (the peer's socket was full): the subscriber's own goroutine
+	// must Flush them.
+	TrySend(frames [][]byte) (accepted, pending bool)
+}
+
 // frame is an encoded event ready to send.
 type frame struct {
 	seq  int64
@@ -85,6 +99,14 @@ type Hub struct {
 }
 
 type subscriber struct {
+	// direct is the subscriber's sink when the hub may write to it
+	// itself (nil otherwise).
+	direct DirectSink
+	// sendMu is held by whoever sends to the subscriber: its goroutine
+	// for a batch, or the hub for a direct write.
+	sendMu sync.Mutex
+	// sent is the seq of the last frame handed to the sink.
+	sent atomic.Int64
 	ch   chan frame
 	live atomic.Bool // false while backfilling: overflow is then refilled from storage
 	// dropped records, under Hub.mu, that a frame was dropped while not live.
@@ -241,7 +263,11 @@ func (h *Hub) broadcast(frames []frame, last int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.last = last
+	var datas [][]byte
 	for s := range h.subs {
+		if h.sendDirect(s, frames, &datas) {
+			continue
+		}
 		for _, f := range frames {
 			select {
 			case s.ch <- f:
@@ -260,8 +286,54 @@ func (h *Hub) broadcast(frames []frame, last int64) {
 	}
 }
 
-func (h *Hub) subscribe(ctx context.Context, cancel context.CancelFunc) (*subscriber, int64, error) {
+// sendDirect writes frames to a live subscriber from the hub's goroutine
+// when that is safe and does not block: nothing is queued for it, its
+// goroutine is not sending, and the frames continue exactly from the last
+// one it was sent. It reports whether the frames were taken.
+func (h *Hub) sendDirect(s *subscriber, frames []frame, datas *[][]byte) bool {
+	if s.direct == nil || !s.live.Load() || len(s.ch) > 0 || !s.sendMu.TryLock() {
+		return false
+	}
+	defer s.sendMu.Unlock()
+	sent := s.sent.Load()
+	i := 0
+	for i < len(frames) && frames[i].seq <= sent {
+		i++
+	}
+	if i == len(frames) {
+		return true // all sent already
+	}
+	// Queued frames and a frame its goroutine has taken but not yet sent
+	// both show as a gap here: those go the usual way, in order.
+	if len(s.ch) > 0 || frames[i].seq != sent+1 {
+		return false
+	}
+	*datas = (*datas)[:0]
+	for _, f := range frames[i:] {
+		*datas = append(*datas, f.data)
+	}
+	accepted, pending := s.direct.TrySend(*datas)
+	if !accepted {
+		return false
+	}
+	s.sent.Store(frames[len(frames)-1].seq)
+	if pending {
+		// Wake the goroutine to flush what the socket did not take; a
+		// frame with seq 0 is never sent, only flushed after.
+		select {
+		case s.ch <- frame{}:
+		default:
+			s.markSlow()
+		}
+	}
+	return true
+}
+
+func (h *Hub) subscribe(ctx context.Context, cancel context.CancelFunc, sink Sink) (*subscriber, int64, error) {
 	s := &subscriber{ch: make(chan frame, h.buffer), slow: make(chan struct{}), cancel: cancel}
+	if d, ok := sink.(DirectSink); ok {
+		s.direct = d
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stale {
@@ -298,7 +370,7 @@ func (h *Hub) Stream(ctx context.Context, cursor *int64, sink Sink) error {
 	defer cancel()
 	stop := context.AfterFunc(h.ctx, cancel) // the server is shutting down
 	defer stop()
-	sub, start, err := h.subscribe(ctx, cancel)
+	sub, start, err := h.subscribe(ctx, cancel, sink)
 	if err != nil {
 		return err
 	}
@@ -332,11 +404,15 @@ func (h *Hub) Stream(ctx context.Context, cursor *int64, sink Sink) error {
 			if last, err = h.backfill(ctx, sub, last, 0, sink); err != nil {
 				return err
 			}
+			// Before the subscriber is live: the hub writes to it
+			// directly only from the frame after this one.
+			sub.sent.Store(last)
 			if h.goLive(sub) {
 				break
 			}
 		}
 	}
+	sub.sent.Store(last)
 	sub.live.Store(true)
 	for {
 		select {
@@ -350,44 +426,59 @@ func (h *Hub) Stream(ctx context.Context, cursor *int64, sink Sink) error {
 		case <-sub.slow:
 			return ErrConsumerTooSlow
 		case f := <-sub.ch:
-			if err := h.deliver(ctx, sub, &last, f, sink); err != nil {
+			sub.sendMu.Lock()
+			err := h.sendBatch(ctx, sub, f, sink)
+			sub.sendMu.Unlock()
+			if err != nil {
 				return err
-			}
-		batch:
-			for range maxBatch - 1 {
-				select {
-				case f := <-sub.ch:
-					if err := h.deliver(ctx, sub, &last, f, sink); err != nil {
-						return err
-					}
-				default:
-					break batch
-				}
-			}
-			if err := sink.Flush(ctx); err != nil {
-				return h.sendErr(sub, err)
 			}
 		}
 	}
 }
 
+// sendBatch sends f and every frame already waiting after it, then
+// flushes. Callers hold sub.sendMu.
+func (h *Hub) sendBatch(ctx context.Context, sub *subscriber, f frame, sink Sink) error {
+	if err := h.deliver(ctx, sub, f, sink); err != nil {
+		return err
+	}
+	for range maxBatch - 1 {
+		select {
+		case f := <-sub.ch:
+			if err := h.deliver(ctx, sub, f, sink); err != nil {
+				return err
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if err := sink.Flush(ctx); err != nil {
+		return h.sendErr(sub, err)
+	}
+	return nil
+}
+
 // deliver sends one live frame unless it was already sent, first reading
 // from storage any events dropped since the last one sent.
-func (h *Hub) deliver(ctx context.Context, sub *subscriber, last *int64, f frame, sink Sink) error {
-	if f.seq <= *last {
+func (h *Hub) deliver(ctx context.Context, sub *subscriber, f frame, sink Sink) error {
+	last := sub.sent.Load()
+	if f.seq <= last {
 		return nil
 	}
-	if f.seq > *last+1 {
+	if f.seq > last+1 {
 		// Live events were dropped while this subscriber was
 		// backfilling; storage has them.
-		if _, err := h.backfill(ctx, sub, *last, f.seq-1, sink); err != nil {
+		got, err := h.backfill(ctx, sub, last, f.seq-1, sink)
+		sub.sent.Store(got)
+		if err != nil {
 			return err
 		}
 	}
 	if err := sink.Send(ctx, f.data); err != nil {
 		return h.sendErr(sub, err)
 	}
-	*last = f.seq
+	sub.sent.Store(f.seq)
 	return nil
 }
 

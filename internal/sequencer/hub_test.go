@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -668,5 +669,132 @@ func TestHub_NoCursorAfterQuietSpell(t *testing.T) {
 	h.Notify()
 	if err := sameSeqs(waitSeq(t, &r, last, 5*time.Second), run(last-1, last)); err != nil {
 		t.Error(err)
+	}
+}
+
+// directSink is a DirectSink whose direct writes are refused or left
+// pending at random, as a socket that is sometimes busy or full would.
+type directSink struct {
+	r       *received
+	rnd     *rand.Rand
+	mu      sync.Mutex // guards rnd and held
+	held    [][]byte   // frames taken directly but not yet written
+	direct  atomic.Int64
+	pending atomic.Int64
+}
+
+func (d *directSink) Send(ctx context.Context, data []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.flushHeld(ctx); err != nil {
+		return err
+	}
+	return d.r.send(ctx, data)
+}
+
+func (d *directSink) flushHeld(ctx context.Context) error {
+	for _, f := range d.held {
+		if err := d.r.send(ctx, f); err != nil {
+			return err
+		}
+	}
+	d.held = nil
+	return nil
+}
+
+func (d *directSink) Flush(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.flushHeld(ctx)
+}
+
+func (d *directSink) TrySend(frames [][]byte) (bool, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch d.rnd.IntN(3) {
+	case 0:
+		return false, false // busy: the frames go through the queue
+	case 1:
+		d.held = append(d.held, frames...) // the socket was full
+		d.pending.Add(1)
+		return true, true
+	}
+	if err := d.flushHeld(context.Background()); err != nil {
+		return false, false
+	}
+	for _, f := range frames {
+		d.r.send(context.Background(), f)
+	}
+	d.direct.Add(1)
+	return true, false
+}
+
+// Ensure frames written by the hub itself, refused, or left pending, mixed
+// with frames sent by the subscriber's goroutine, arrive exactly once and
+// in order, for subscribers joining live and from a cursor under load.
+func TestHub_DirectSendsKeepOrder(t *testing.T) {
+	store := newMemStore(t)
+	store.add(700)
+	h, _ := newHub(t, store, 0)
+	const total = 3000
+	var appended atomic.Int64
+	appended.Store(700)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for appended.Load() < total {
+			appended.Store(store.add(3))
+			h.Notify()
+			time.Sleep(300 * time.Microsecond)
+		}
+	}()
+	type sub struct {
+		d      *directSink
+		from   int64
+		cancel context.CancelFunc
+		err    chan error
+	}
+	var subs []sub
+	for i, cursor := range []*int64{ptr(0), nil, ptr(500), nil, ptr(0)} {
+		d := &directSink{r: &received{}, rnd: rand.New(rand.NewPCG(uint64(i), 7))}
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		from := int64(1)
+		if cursor != nil {
+			from = *cursor + 1
+		}
+		go func() { errc <- h.Stream(ctx, cursor, d) }()
+		if cursor == nil {
+			waitFor(t, "subscription", 5*time.Second, func() bool { return h.Subscribers() == len(subs)+1 })
+			d.mu.Lock()
+			from = 0 // known once the first frame arrives
+			d.mu.Unlock()
+		}
+		subs = append(subs, sub{d, from, cancel, errc})
+		time.Sleep(50 * time.Millisecond)
+	}
+	<-done
+	final := appended.Load()
+	for i, s := range subs {
+		seqs := waitSeq(t, s.d.r, final, 30*time.Second)
+		s.cancel()
+		if err := <-s.err; !errors.Is(err, context.Canceled) {
+			t.Errorf("subscriber %d: Stream returned %v", i, err)
+		}
+		from := s.from
+		if from == 0 {
+			from = seqs[0]
+		}
+		if err := sameSeqs(seqs, run(from, final)); err != nil {
+			t.Errorf("subscriber %d: %v", i, err)
+		}
+	}
+	var direct, pending int64
+	for _, s := range subs {
+		direct += s.d.direct.Load()
+		pending += s.d.pending.Load()
+	}
+	if direct == 0 || pending == 0 {
+		t.Errorf("direct writes %d, pending %d: the test did not exercise the direct path", direct, pending)
 	}
 }

@@ -93,6 +93,11 @@ func (s *wsSink) Send(ctx context.Context, data []byte) error {
 	return nil
 }
 
+// TrySend writes frames without waiting, for the hub's goroutine.
+func (s *wsSink) TrySend(frames [][]byte) (accepted, pending bool) {
+	return s.conn.TryWrite(frames)
+}
+
 // Flush writes the batch. A subscription that ends (its peer fell a whole
 // queue behind, or the server stops) interrupts a write blocked on a peer
 // that reads nothing.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -28,6 +29,9 @@ const maxBatchBytes = 256 << 10
 // leave, in order, with it.
 type fanoutConn struct {
 	net.Conn
+	// raw writes without blocking (TryWrite); nil when the connection has
+	// no file descriptor.
+	raw     syscall.RawConn
 	mu      sync.Mutex
 	pending bool // a batch is being built: hold writes until Flush
 	buf     []byte
@@ -98,6 +102,51 @@ func (c *fanoutConn) Flush() error {
 	return err
 }
 
+// TryWrite appends messages to the batch and writes what the socket takes
+// without blocking; it is how the hub writes to a subscriber that keeps
+// up. accepted false means nothing was taken (the connection is busy or
+// has no descriptor, or a batch is already too large); pending true means
+// bytes are held for the next Flush.
+func (c *fanoutConn) TryWrite(msgs [][]byte) (accepted, pending bool) {
+	if c.raw == nil || !c.mu.TryLock() {
+		return false, false
+	}
+	defer c.mu.Unlock()
+	if len(c.buf) > maxBatchBytes {
+		return false, false
+	}
+	held := len(c.buf)
+	for _, m := range msgs {
+		c.buf = appendFrameHeader(c.buf, len(m))
+		c.buf = append(c.buf, m...)
+	}
+	written, called := 0, false
+	err := c.raw.Write(func(fd uintptr) bool {
+		called = true
+		for written < len(c.buf) {
+			n, err := syscall.Write(int(fd), c.buf[written:])
+			if n > 0 {
+				written += n
+			}
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || n <= 0 {
+				break // EAGAIN: the socket is full; the rest waits for Flush
+			}
+		}
+		return true // never wait here
+	})
+	if !called || (err != nil && written == 0) {
+		// A deadline passed or the connection is closed: leave the
+		// frames to the subscriber's goroutine, which will see the error.
+		c.buf = c.buf[:held]
+		return false, false
+	}
+	c.buf = c.buf[:copy(c.buf, c.buf[written:])]
+	return true, len(c.buf) > 0
+}
+
 // Interrupt makes a write blocked in Flush, and every later one, fail at
 // once: a deadline in the past.
 func (c *fanoutConn) Interrupt() {
@@ -119,6 +168,11 @@ func (w *fanoutWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = &fanoutConn{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			w.conn.raw = raw
+		}
+	}
 	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4<<10)), nil
 }
 
