@@ -181,13 +181,23 @@ type ptyProc struct {
 	code   int
 }
 
-// startPTY starts the binary on a new 120x40 terminal.
+// startPTY starts the binary on a new 120x40 terminal, its standard
+// output captured apart (p.stdout).
 func startPTY(t *testing.T, bin string, env []string, args ...string) *ptyProc {
+	t.Helper()
+	return launchPTY(t, bin, env, true, args...)
+}
+
+// launchPTY starts the binary on a new 120x40 terminal; with splitStdout
+// its standard output goes to p.stdout instead of the terminal.
+func launchPTY(t *testing.T, bin string, env []string, splitStdout bool, args ...string) *ptyProc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(binEnv(), append([]string{"TERM=xterm-256color"}, env...)...)
 	p := &ptyProc{t: t, copied: make(chan struct{}), exited: make(chan struct{})}
-	cmd.Stdout = &p.stdout
+	if splitStdout {
+		cmd.Stdout = &p.stdout
+	}
 	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
 	if err != nil {
 		t.Fatalf("start on a pseudo-terminal: %v", err)

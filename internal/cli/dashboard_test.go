@@ -3,42 +3,15 @@
 package cli_test
 
 import (
-	"io"
-	"os/exec"
 	"strings"
 	"testing"
-
-	"github.com/creack/pty"
 )
 
 // startFullPTY starts the binary with stdin, stdout and stderr all on a
 // new 120x40 terminal, as an operator's SSH session runs it.
 func startFullPTY(t *testing.T, bin string, args ...string) *ptyProc {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(binEnv(), "TERM=xterm-256color")
-	p := &ptyProc{t: t, copied: make(chan struct{}), exited: make(chan struct{})}
-	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
-	if err != nil {
-		t.Fatalf("start on a pseudo-terminal: %v", err)
-	}
-	p.ptmx = ptmx
-	go func() { io.Copy(&p.screen, ptmx); close(p.copied) }()
-	go func() {
-		cmd.Wait()
-		p.code = cmd.ProcessState.ExitCode()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			cmd.Process.Kill()
-			<-p.exited
-		}
-		ptmx.Close()
-	})
-	return p
+	return launchPTY(t, bin, nil, false, args...)
 }
 
 // testDashboardPTY runs pds dashboard on a terminal against a running
