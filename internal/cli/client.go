@@ -212,6 +212,17 @@ func confirmField(ok *bool, title, description string) *huh.Confirm {
 	return c
 }
 
+// oneArg accepts exactly one non-blank argument, answering anything else
+// with a usage error (exit status 2) that says msg.
+func oneArg(msg string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != 1 || strings.TrimSpace(args[0]) == "" {
+			return usageError{msg}
+		}
+		return nil
+	}
+}
+
 // noArgs is cobra.NoArgs as a usage error (exit status 2); nested commands
 // are not covered by the wrapping newRoot applies to its direct children.
 func noArgs(cmd *cobra.Command, args []string) error {

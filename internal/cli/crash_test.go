@@ -357,29 +357,38 @@ func blobWriter(ctx context.Context, client *http.Client, base, did, token, sess
 			} `json:"ref"`
 		}
 		json.Unmarshal(up.Blob, &ref)
-		code, body := post(ctx, client, base, "com.atproto.repo.createRecord", token, map[string]any{
-			"repo": did, "collection": "app.bsky.feed.post",
-			"record": map[string]any{"text": name + "-" + fmt.Sprint(n), "createdAt": "2026-01-01T00:00:00.000Z",
-				"embed": map[string]any{"$type": "app.bsky.embed.images", "images": []any{map[string]any{"alt": "", "image": up.Blob}}}}})
+		rkey, cid, code := createPost(ctx, client, base, did, token, map[string]any{"text": name + "-" + fmt.Sprint(n), "createdAt": "2026-01-01T00:00:00.000Z",
+			"embed": map[string]any{"$type": "app.bsky.embed.images", "images": []any{map[string]any{"alt": "", "image": up.Blob}}}})
 		if code == 0 {
 			return
 		}
-		if code != http.StatusOK {
+		if rkey == "" {
 			continue
 		}
-		var out struct {
-			URI string `json:"uri"`
-			CID string `json:"cid"`
-		}
-		if json.Unmarshal(body, &out) != nil {
-			continue
-		}
-		rkey := out.URI[strings.LastIndex(out.URI, "/")+1:]
 		ack.mu.Lock()
-		ack.records[rkey] = out.CID
+		ack.records[rkey] = cid
 		ack.blobs[rkey] = ref.Ref.Link
 		ack.mu.Unlock()
 	}
+}
+
+// createPost creates one post and returns its record key and CID, with
+// an empty key when the write was not acknowledged; code is 0 when the
+// server could not be reached.
+func createPost(ctx context.Context, client *http.Client, base, did, token string, record map[string]any) (rkey, cid string, code int) {
+	code, body := post(ctx, client, base, "com.atproto.repo.createRecord", token, map[string]any{
+		"repo": did, "collection": "app.bsky.feed.post", "record": record})
+	if code != http.StatusOK {
+		return "", "", code
+	}
+	var out struct {
+		URI string `json:"uri"`
+		CID string `json:"cid"`
+	}
+	if json.Unmarshal(body, &out) != nil {
+		return "", "", code
+	}
+	return out.URI[strings.LastIndex(out.URI, "/")+1:], out.CID, code
 }
 
 // writer creates records until ctx ends or the server goes away; the
@@ -407,25 +416,15 @@ func writer(ctx context.Context, client *http.Client, base, did, token, name str
 			}
 			continue
 		}
-		code, body := post(ctx, client, base, "com.atproto.repo.createRecord", token, map[string]any{
-			"repo": did, "collection": "app.bsky.feed.post",
-			"record": map[string]any{"text": name + "-" + fmt.Sprint(n), "createdAt": "2026-01-01T00:00:00.000Z"}})
+		rkey, cid, code := createPost(ctx, client, base, did, token, map[string]any{"text": name + "-" + fmt.Sprint(n), "createdAt": "2026-01-01T00:00:00.000Z"})
 		if code == 0 {
 			return
 		}
-		if code != http.StatusOK {
+		if rkey == "" {
 			continue
 		}
-		var out struct {
-			URI string `json:"uri"`
-			CID string `json:"cid"`
-		}
-		if json.Unmarshal(body, &out) != nil {
-			continue
-		}
-		rkey := out.URI[strings.LastIndex(out.URI, "/")+1:]
 		ack.mu.Lock()
-		ack.records[rkey] = out.CID
+		ack.records[rkey] = cid
 		ack.mu.Unlock()
 		mine = append(mine, rkey)
 	}

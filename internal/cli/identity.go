@@ -27,12 +27,7 @@ func newHandleSetCmd(e IO) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set HANDLE",
 		Short: "Set the account's handle",
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 || strings.TrimSpace(args[0]) == "" {
-				return usageError{"set takes exactly one argument: the new handle"}
-			}
-			return nil
-		},
+		Args:  oneArg("set takes exactly one argument: the new handle"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			client, err := newAdminClient(cmd, e)
 			if err != nil {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -85,12 +84,7 @@ func newOAuthRevokeCmd(e IO) *cobra.Command {
 		Use:     "revoke ID",
 		Short:   "Revoke an OAuth grant; its tokens stop working at once",
 		Example: "  pds oauth revoke grant-3q5...",
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 || strings.TrimSpace(args[0]) == "" {
-				return usageError{"give the id of one grant (see pds oauth list)"}
-			}
-			return nil
-		},
+		Args:    oneArg("give the id of one grant (see pds oauth list)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			client, err := newAdminClient(cmd, e)
 			if err != nil {
