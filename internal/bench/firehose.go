@@ -169,6 +169,14 @@ func createdCIDs(frame []byte) ([]string, error) {
 	return out, nil
 }
 
+// subscriberDialer reads through a 64 KiB buffer, as relays do: a batch
+// of commits then arrives in one read instead of one per 4 KiB.
+var subscriberDialer = &websocket.Dialer{
+	Proxy:            http.ProxyFromEnvironment,
+	HandshakeTimeout: 45 * time.Second,
+	ReadBufferSize:   64 << 10,
+}
+
 // subscribeURL turns the server origin into the subscribeRepos URL.
 func subscribeURL(server string) string {
 	u := strings.TrimRight(server, "/")
@@ -208,7 +216,7 @@ func (r *run) firehose(ctx context.Context) []Result {
 		// message without per-read timers or contexts: the subscribers
 		// share the server's cores, so their own cost must stay small.
 		dctx, dcancel := context.WithTimeout(ctx, r.opts.RequestTimeout)
-		conn, resp, err := websocket.DefaultDialer.DialContext(dctx, subscribeURL(r.opts.Server), header)
+		conn, resp, err := subscriberDialer.DialContext(dctx, subscribeURL(r.opts.Server), header)
 		dcancel()
 		if resp != nil && resp.Body != nil {
 			resp.Body.Close()

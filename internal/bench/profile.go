@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -31,10 +33,15 @@ const (
 
 // HTTPProfiler captures profiles from a server's debug listener (`pds
 // serve --debug-addr`) and writes them to Dir as cpu-<scenario>.pprof and
-// heap.pprof, for `go tool pprof`.
+// heap.pprof, for `go tool pprof`. Beside each server profile it writes the
+// load generator's own CPU profile, load-<scenario>.pprof: on one machine
+// the tool competes with the server for the same cores, and its share
+// belongs in the picture.
 type HTTPProfiler struct {
 	Base string // e.g. http://127.0.0.1:6060
 	Dir  string
+
+	self bytes.Buffer // the load generator's CPU profile in progress
 }
 
 func (p *HTTPProfiler) call(ctx context.Context, method, path string) ([]byte, error) {
@@ -61,15 +68,29 @@ func (p *HTTPProfiler) call(ctx context.Context, method, path string) ([]byte, e
 
 // StartCPU implements Profiler.
 func (p *HTTPProfiler) StartCPU(ctx context.Context) error {
-	_, err := p.call(ctx, http.MethodPost, CPUStartPath)
-	return err
+	if _, err := p.call(ctx, http.MethodPost, CPUStartPath); err != nil {
+		return err
+	}
+	p.self.Reset()
+	if err := pprof.StartCPUProfile(&p.self); err != nil {
+		// Another profile of this process is running (a test harness,
+		// say): the server's profile still comes.
+		p.self.Reset()
+	}
+	return nil
 }
 
 // StopCPU implements Profiler.
 func (p *HTTPProfiler) StopCPU(ctx context.Context, name string) (string, error) {
+	pprof.StopCPUProfile()
 	b, err := p.call(ctx, http.MethodPost, CPUStopPath)
 	if err != nil {
 		return "", err
+	}
+	if p.self.Len() > 0 {
+		if _, err := p.save("load-"+name+".pprof", p.self.Bytes()); err != nil {
+			return "", err
+		}
 	}
 	return p.save("cpu-"+name+".pprof", b)
 }

@@ -1,10 +1,12 @@
 package sequencer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,9 +92,24 @@ type Hub struct {
 	// done is closed when the hub's goroutine has stopped.
 	done chan struct{}
 
-	mu   sync.Mutex
-	subs map[*subscriber]struct{}
-	last int64 // seq of the last event broadcast
+	mu sync.Mutex
+	// subs in the order they subscribed; a broadcast serves them in
+	// turns (see serve), starting at next.
+	subs []*subscriber
+	next int
+	last int64 // seq of the last event read from storage
+	// pending holds the frames read but not yet offered to every
+	// subscriber, in seq order.
+	pending []frame
+	datas   [][]byte // scratch for direct writes, reused
+
+	// inbox holds events this process has just committed (see Offer),
+	// so that the hub need not read them back from storage. Its own lock,
+	// because committers must never wait for a broadcast.
+	inMu  sync.Mutex
+	inbox []Stored
+	// nsubs mirrors len(subs) for Offer, which does not take mu.
+	nsubs atomic.Int32
 	// stale means events may have been stored since last while nobody
 	// was subscribed; the next subscriber reads the latest seq first.
 	stale bool
@@ -111,6 +128,9 @@ type subscriber struct {
 	live atomic.Bool // false while backfilling: overflow is then refilled from storage
 	// dropped records, under Hub.mu, that a frame was dropped while not live.
 	dropped bool
+	// offered is, under Hub.mu, the seq of the last frame offered to
+	// the subscriber by a broadcast (or its start).
+	offered int64
 	slow    chan struct{}
 	once    sync.Once
 	cancel  context.CancelFunc
@@ -145,7 +165,7 @@ func NewHub(ctx context.Context, store Store, log *slog.Logger, buffer int) (*Hu
 	if err != nil {
 		return nil, fmt.Errorf("read latest seq: %w", err)
 	}
-	h := &Hub{store: store, log: log, buffer: buffer, notify: make(chan struct{}, 1), ctx: ctx, subs: map[*subscriber]struct{}{}, last: latest}
+	h := &Hub{store: store, log: log, buffer: buffer, notify: make(chan struct{}, 1), ctx: ctx, last: latest}
 	h.done = make(chan struct{})
 	go func() {
 		defer close(h.done)
@@ -162,6 +182,47 @@ func (h *Hub) Notify() {
 	}
 }
 
+// maxInbox bounds the events Offer holds: past it they are dropped, and
+// the hub reads them from storage instead.
+const maxInbox = 4096
+
+// Offer hands the hub events that have just been committed, in seq order,
+// and wakes it. The hub uses them instead of reading storage when they
+// continue exactly from the last event it has; anything else (events of
+// another process, calls out of order) sends it back to storage, which is
+// always right. It never blocks on a broadcast.
+func (h *Hub) Offer(evs []Stored) {
+	if h.nsubs.Load() > 0 {
+		h.inMu.Lock()
+		if len(h.inbox)+len(evs) <= maxInbox {
+			h.inbox = append(h.inbox, evs...)
+		}
+		h.inMu.Unlock()
+	}
+	h.Notify()
+}
+
+// takeInbox returns the offered events if they continue exactly from
+// after, in order and without a gap, and empties the inbox.
+func (h *Hub) takeInbox(after int64) []Stored {
+	h.inMu.Lock()
+	evs := h.inbox
+	h.inbox = nil
+	h.inMu.Unlock()
+	slices.SortFunc(evs, func(a, b Stored) int { return cmp.Compare(a.Seq, b.Seq) })
+	i := 0
+	for i < len(evs) && evs[i].Seq <= after {
+		i++
+	}
+	evs = evs[i:]
+	for j, ev := range evs {
+		if ev.Seq != after+1+int64(j) {
+			return nil
+		}
+	}
+	return evs
+}
+
 // Subscribers returns the number of connected subscribers.
 func (h *Hub) Subscribers() int {
 	h.mu.Lock()
@@ -169,20 +230,33 @@ func (h *Hub) Subscribers() int {
 	return len(h.subs)
 }
 
-// Broadcasts are spaced by a pause that grows with the number of
-// subscribers: events committed within it of the previous broadcast go
-// out together, so each subscriber wakes once and writes them with one
-// system call. The cost it divides is paid per subscriber, so one
-// subscriber waits at most coalescePerSub, and a hundred up to
-// maxCoalesce. An event after a quiet spell goes out at once.
+// Each subscriber is served at most once per pause that grows with the
+// number of subscribers: events committed within it go out together, so
+// the subscriber wakes once and they are written with one system call.
+// The cost it divides is paid per subscriber, so one subscriber waits at
+// most coalescePerSub, and a hundred up to maxCoalesce. An event after a
+// quiet spell goes out at once.
+//
+// Beyond cohortSize subscribers, they are served in turns of about
+// cohortSize, one turn per pause/turns: the same work per event, spread
+// over the pause instead of in one burst. A burst that takes every core
+// for a millisecond delays whatever else the machine runs, such as the
+// writes that produce the events; a small turn fits beside them.
 const (
 	coalescePerSub = 50 * time.Microsecond
 	maxCoalesce    = 5 * time.Millisecond
+	cohortSize     = 16
 )
 
-// coalesceFor is the pause between broadcasts with n subscribers.
+// coalesceFor is the pause between two services of one subscriber with n
+// subscribers.
 func coalesceFor(n int) time.Duration {
 	return min(time.Duration(n)*coalescePerSub, maxCoalesce)
+}
+
+// turnsFor is the number of turns that serve n subscribers once each.
+func turnsFor(n int) int {
+	return max(1, (n+cohortSize-1)/cohortSize)
 }
 
 // Done is closed once the hub has stopped (its context ended) and no
@@ -192,15 +266,27 @@ func (h *Hub) Done() <-chan struct{} { return h.done }
 func (h *Hub) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var last time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-h.notify:
-		case <-t.C:
+	var last time.Time // the last turn
+	owed := false      // some subscriber has frames not yet offered
+	for ctx.Err() == nil {
+		read := false
+		if owed {
+			// Keep taking turns; read storage again only when told.
+			select {
+			case <-h.notify:
+				read = true
+			default:
+			}
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.notify:
+			case <-t.C:
+			}
+			read = true
 		}
-		if wait := coalesceFor(h.Subscribers()) - time.Since(last); wait > 0 {
+		if wait := h.turnPause() - time.Since(last); wait > 0 {
 			select {
 			case <-ctx.Done():
 				return
@@ -208,13 +294,23 @@ func (h *Hub) run(ctx context.Context) {
 			}
 		}
 		last = time.Now()
-		if err := h.pump(ctx); err != nil && ctx.Err() == nil {
-			h.log.Error("firehose: read new events", "err", err)
+		if read {
+			if err := h.pump(ctx); err != nil && ctx.Err() == nil {
+				h.log.Error("firehose: read new events", "err", err)
+			}
 		}
+		owed = h.serve()
 	}
 }
 
-// pump broadcasts every stored event after h.last.
+// turnPause is the pause between two turns.
+func (h *Hub) turnPause() time.Duration {
+	n := h.Subscribers()
+	return coalesceFor(n) / time.Duration(turnsFor(n))
+}
+
+// pump reads every stored event after h.last into h.pending: the
+// offered events when they continue from h.last, storage otherwise.
 func (h *Hub) pump(ctx context.Context) error {
 	h.mu.Lock()
 	if len(h.subs) == 0 {
@@ -225,29 +321,42 @@ func (h *Hub) pump(ctx context.Context) error {
 		return nil
 	}
 	h.mu.Unlock()
+	if evs := h.takeInbox(h.lastSeq()); len(evs) > 0 {
+		h.add(evs)
+		return nil
+	}
 	for {
 		evs, err := h.store.EventsAfter(ctx, h.lastSeq(), PageSize)
 		if err != nil {
 			return err
 		}
-		frames := make([]frame, 0, len(evs))
-		for _, ev := range evs {
-			data, err := Frame(ev)
-			if err != nil {
-				// A stored event that cannot be encoded is skipped rather
-				// than blocking the stream for everyone; it is logged.
-				h.log.Error("firehose: encode event", "seq", ev.Seq, "err", err)
-				continue
-			}
-			frames = append(frames, frame{seq: ev.Seq, data: data})
-		}
-		if len(evs) > 0 {
-			h.broadcast(frames, evs[len(evs)-1].Seq)
-		}
+		h.add(evs)
 		if len(evs) < PageSize {
 			return nil
 		}
 	}
+}
+
+// add encodes evs and appends them to h.pending.
+func (h *Hub) add(evs []Stored) {
+	if len(evs) == 0 {
+		return
+	}
+	frames := make([]frame, 0, len(evs))
+	for _, ev := range evs {
+		data, err := Frame(ev)
+		if err != nil {
+			// A stored event that cannot be encoded is skipped rather
+			// than blocking the stream for everyone; it is logged.
+			h.log.Error("firehose: encode event", "seq", ev.Seq, "err", err)
+			continue
+		}
+		frames = append(frames, frame{seq: ev.Seq, data: data})
+	}
+	h.mu.Lock()
+	h.pending = append(h.pending, frames...)
+	h.last = evs[len(evs)-1].Seq
+	h.mu.Unlock()
 }
 
 func (h *Hub) lastSeq() int64 {
@@ -256,33 +365,75 @@ func (h *Hub) lastSeq() int64 {
 	return h.last
 }
 
-// broadcast offers frames to every subscriber and records last as the
-// last seq broadcast. Each subscriber gets the whole batch before the next
-// one, so it usually finds all of it waiting when it wakes.
-func (h *Hub) broadcast(frames []frame, last int64) {
+// serve takes one turn: it offers the frames read so far to the next
+// subscribers (one turn's worth, in subscription order, skipping those
+// with nothing new), then forgets frames every subscriber has been
+// offered. Each subscriber gets all it is owed at once, so it usually
+// finds the whole batch waiting when it wakes. It reports whether some
+// subscriber is still owed frames.
+func (h *Hub) serve() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.last = last
-	var datas [][]byte
-	for s := range h.subs {
-		if h.sendDirect(s, frames, &datas) {
+	n := len(h.subs)
+	if n == 0 {
+		h.pending = nil
+		return false
+	}
+	per := (n + turnsFor(n) - 1) / turnsFor(n)
+	for i, served := 0, 0; i < n && served < per; i++ {
+		if h.next >= n {
+			h.next = 0
+		}
+		s := h.subs[h.next]
+		h.next++
+		if s.offered < h.last {
+			h.offer(s)
+			served++
+		}
+	}
+	low := h.last
+	for _, s := range h.subs {
+		low = min(low, s.offered)
+	}
+	drop := 0
+	for drop < len(h.pending) && h.pending[drop].seq <= low {
+		drop++
+	}
+	if drop == len(h.pending) {
+		clear(h.pending)
+		h.pending = h.pending[:0]
+	} else if drop > 0 {
+		h.pending = slices.Delete(h.pending, 0, drop)
+	}
+	return low < h.last
+}
+
+// offer hands s the pending frames after the last one it was offered.
+// Callers hold h.mu.
+func (h *Hub) offer(s *subscriber) {
+	i := 0
+	for i < len(h.pending) && h.pending[i].seq <= s.offered {
+		i++
+	}
+	frames := h.pending[i:]
+	s.offered = h.last
+	if len(frames) == 0 || h.sendDirect(s, frames, &h.datas) {
+		return
+	}
+	for _, f := range frames {
+		select {
+		case s.ch <- f:
 			continue
+		default:
 		}
-		for _, f := range frames {
-			select {
-			case s.ch <- f:
-				continue
-			default:
-			}
-			if s.live.Load() {
-				s.markSlow()
-			} else {
-				// While backfilling, a full buffer only means the
-				// subscriber will read the missed events from storage.
-				s.dropped = true
-			}
-			break
+		if s.live.Load() {
+			s.markSlow()
+		} else {
+			// While backfilling, a full buffer only means the
+			// subscriber will read the missed events from storage.
+			s.dropped = true
 		}
+		break
 	}
 }
 
@@ -345,14 +496,22 @@ func (h *Hub) subscribe(ctx context.Context, cancel context.CancelFunc, sink Sin
 		h.last = max(h.last, latest)
 		h.stale = false
 	}
-	h.subs[s] = struct{}{}
+	s.offered = h.last
+	h.subs = append(h.subs, s)
+	h.nsubs.Store(int32(len(h.subs)))
 	return s, h.last, nil
 }
 
 func (h *Hub) unsubscribe(s *subscriber) {
 	h.mu.Lock()
-	delete(h.subs, s)
-	h.mu.Unlock()
+	defer h.mu.Unlock()
+	if i := slices.Index(h.subs, s); i >= 0 {
+		h.subs = slices.Delete(h.subs, i, i+1)
+		h.nsubs.Store(int32(len(h.subs)))
+		if i < h.next {
+			h.next--
+		}
+	}
 }
 
 // Stream sends events to one subscriber until ctx ends or the subscriber

@@ -574,7 +574,7 @@ func TestEventStore_PruneAndReplay(t *testing.T) {
 	}
 
 	h, _ := newHub(t, store, 0)
-	db.OnEvents(h.Notify)
+	db.OnEvents(h.Offer)
 	for _, tc := range []struct {
 		cursor   int64
 		outdated bool
@@ -796,5 +796,72 @@ func TestHub_DirectSendsKeepOrder(t *testing.T) {
 	}
 	if direct == 0 || pending == 0 {
 		t.Errorf("direct writes %d, pending %d: the test did not exercise the direct path", direct, pending)
+	}
+}
+
+// Ensure offered events are used only when they continue exactly from the
+// last event the hub has: events written by another process (in storage,
+// never offered) and offers that arrive out of order or repeat still reach
+// every subscriber once and in order, read from storage once by the hub
+// (not by each subscriber filling its own gap); a contiguous offer is used
+// without reading storage.
+func TestHub_OfferedEvents(t *testing.T) {
+	const subs = 4
+	store := newMemStore(t)
+	var reads atomic.Int32
+	store.onEventsAfter = func(after, last int64) { reads.Add(1) }
+	h, _ := newHub(t, store, 0)
+	rs := make([]*received, subs)
+	for i := range rs {
+		rs[i] = &received{}
+		stop := stream(h, nil, rs[i].send)
+		defer stop()
+	}
+	waitFor(t, "subscribers", 5*time.Second, func() bool { return h.Subscribers() == subs })
+	offer := func(from, to int64) {
+		var evs []sequencer.Stored
+		for seq := from; seq <= to; seq++ {
+			evs = append(evs, sequencer.Stored{Seq: seq, Type: sequencer.TypeIdentity, Payload: store.payload})
+		}
+		h.Offer(evs)
+	}
+	waitAll := func(last int64) {
+		for _, r := range rs {
+			waitSeq(t, r, last, 5*time.Second)
+		}
+	}
+
+	// Contiguous: no storage read.
+	store.add(3)
+	before := reads.Load()
+	offer(1, 3)
+	waitAll(3)
+	if n := reads.Load() - before; n != 0 {
+		t.Errorf("contiguous offer: storage read %d times, want 0", n)
+	}
+
+	// Seqs 4–5 written by another process, 6 offered: a gap, so the hub
+	// reads storage.
+	store.add(3)
+	before = reads.Load()
+	offer(6, 6)
+	waitAll(6)
+	if n := reads.Load() - before; n != 1 {
+		t.Errorf("offer after a gap: storage read %d times, want 1 (by the hub)", n)
+	}
+
+	// Offers out of order and repeated.
+	store.add(4)
+	offer(9, 10)
+	offer(7, 8)
+	offer(7, 10)
+	waitAll(10)
+
+	time.Sleep(50 * time.Millisecond) // anything extra would show now
+	for i, r := range rs {
+		seqs, _ := r.snapshot()
+		if err := sameSeqs(seqs, run(1, 10)); err != nil {
+			t.Errorf("subscriber %d: %v", i, err)
+		}
 	}
 }

@@ -187,8 +187,8 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		return nil, err
 	}
 	s.crawl = crawl.New(cfg.Hostname, cfg.Crawlers, nil, log)
-	db.OnEvents(func() {
-		s.hub.Notify()
+	db.OnEvents(func(evs []sequencer.Stored) {
+		s.hub.Offer(evs)
 		s.crawl.Wrote()
 	})
 	s.bg = bg

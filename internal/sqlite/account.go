@@ -98,9 +98,6 @@ func (s *AccountStore) SetStatus(ctx context.Context, did syntax.DID, from, to a
 		_, err = s.db.appendEvents(ctx, tx, did.String(), events)
 		return err
 	})
-	if err == nil && changed && len(events) > 0 {
-		s.db.eventsAppended()
-	}
 	return changed, err
 }
 
@@ -115,6 +112,5 @@ func (s *AccountStore) AppendEvents(ctx context.Context, did syntax.DID, events 
 	if err != nil {
 		return nil, err
 	}
-	s.db.eventsAppended()
 	return seqs, nil
 }

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
+
+	"stratus/internal/sequencer"
 )
 
 //go:embed migrations/*.sql
@@ -44,7 +46,10 @@ type DB struct {
 
 	// onEvents is called after a transaction that appended firehose events
 	// commits; see OnEvents.
-	onEvents atomic.Pointer[func()]
+	onEvents atomic.Pointer[func([]sequencer.Stored)]
+	// txEvents are the events appended by the write transaction in
+	// progress (there is one write connection, so at most one).
+	txEvents []sequencer.Stored
 
 	// readStmts caches statements prepared on the read pool, where
 	// compiling SQL would otherwise dominate the cost of a point query.
@@ -314,12 +319,23 @@ func (db *DB) withTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin tx: %w", err)
 	}
+	// db.txEvents belongs to whoever holds the write connection: it is
+	// read and cleared before Commit or Rollback hands the connection on.
+	db.txEvents = nil
 	if err := fn(tx); err != nil {
+		db.txEvents = nil
 		tx.Rollback()
 		return err
 	}
+	evs := db.txEvents
+	db.txEvents = nil
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit tx: %w", err)
+	}
+	if len(evs) > 0 {
+		if fn := db.onEvents.Load(); fn != nil {
+			(*fn)(evs)
+		}
 	}
 	return nil
 }
@@ -335,14 +351,10 @@ var errNoRows = sql.ErrNoRows
 func isNoRows(err error) bool { return errors.Is(err, errNoRows) }
 
 // OnEvents registers fn to be called after every transaction that
-// appended firehose events has committed (the firehose hub's wake-up).
-func (db *DB) OnEvents(fn func()) { db.onEvents.Store(&fn) }
-
-func (db *DB) eventsAppended() {
-	if fn := db.onEvents.Load(); fn != nil {
-		(*fn)()
-	}
-}
+// appended firehose events has committed, with those events in seq order
+// (the firehose hub's wake-up). Calls for two transactions may overlap or
+// come out of order; events of other processes never come.
+func (db *DB) OnEvents(fn func([]sequencer.Stored)) { db.onEvents.Store(&fn) }
 
 // MigrationCount returns how many migrations have been applied.
 func (db *DB) MigrationCount(ctx context.Context) (int, error) {

@@ -26,6 +26,7 @@ func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, did string, evs []se
 			return nil, fmt.Errorf("event seq: %w", err)
 		}
 		seqs = append(seqs, seq)
+		db.txEvents = append(db.txEvents, sequencer.Stored{Seq: seq, Type: ev.Type, Payload: ev.Payload})
 	}
 	return seqs, nil
 }

@@ -31,8 +31,5 @@ func (s *AccountStore) SetHandle(ctx context.Context, did syntax.DID, h syntax.H
 		_, err = s.db.appendEvents(ctx, tx, did.String(), events)
 		return err
 	})
-	if err == nil && len(events) > 0 {
-		s.db.eventsAppended()
-	}
 	return err
 }

@@ -97,8 +97,5 @@ func (s *RepoStore) Replace(ctx context.Context, r *repo.Replacement) ([]int64, 
 	if err != nil {
 		return nil, err
 	}
-	if len(seqs) > 0 {
-		s.db.eventsAppended()
-	}
 	return seqs, nil
 }

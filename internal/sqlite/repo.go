@@ -99,12 +99,10 @@ func (s *RepoStore) Apply(ctx context.Context, b *repo.Batch) ([]int64, error) {
 func (s *RepoStore) ApplyGroup(ctx context.Context, bs []*repo.Batch) ([][]int64, []error, error) {
 	seqs := make([][]int64, len(bs))
 	errs := make([]error, len(bs))
-	events := false
 	err := s.db.withTx(ctx, func(tx *sql.Tx) error {
 		if len(bs) == 1 {
 			// No savepoint needed: a refusal rolls back the transaction.
 			seqs[0], errs[0] = s.apply(ctx, tx, bs[0])
-			events = len(seqs[0]) > 0
 			return errs[0]
 		}
 		savepoint := tx.StmtContext(ctx, s.db.stmt(sqlSavepoint))
@@ -114,14 +112,15 @@ func (s *RepoStore) ApplyGroup(ctx context.Context, bs []*repo.Batch) ([][]int64
 			if _, err := savepoint.ExecContext(ctx); err != nil {
 				return fmt.Errorf("savepoint: %w", err)
 			}
+			appended := len(s.db.txEvents)
 			seqs[i], errs[i] = s.apply(ctx, tx, b)
 			if errs[i] != nil {
 				seqs[i] = nil
 				if _, err := rollback.ExecContext(ctx); err != nil {
 					return fmt.Errorf("roll back batch: %w", err)
 				}
-			} else if len(seqs[i]) > 0 {
-				events = true
+				// Its events are rolled back with it.
+				s.db.txEvents = s.db.txEvents[:appended]
 			}
 			if _, err := release.ExecContext(ctx); err != nil {
 				return fmt.Errorf("release savepoint: %w", err)
@@ -134,9 +133,6 @@ func (s *RepoStore) ApplyGroup(ctx context.Context, bs []*repo.Batch) ([][]int64
 			return nil, errs, nil
 		}
 		return nil, nil, err
-	}
-	if events {
-		s.db.eventsAppended()
 	}
 	return seqs, errs, nil
 }
