@@ -99,8 +99,22 @@ func newFrameCache() *frameCache {
 	return &frameCache{seed: maphash.MakeSeed()}
 }
 
+// frameKeyEdge is how much of each end of a frame its key hashes: frames
+// of different events differ near the start (seq, the first op's path)
+// and at the end (a commit's prevData), so the middle, mostly the blocks,
+// need not be hashed a hundred times over.
+const frameKeyEdge = 256
+
 func (fc *frameCache) decode(frame []byte) *frameInfo {
-	k := frameKey{maphash.Bytes(fc.seed, frame), len(frame)}
+	var h maphash.Hash
+	h.SetSeed(fc.seed)
+	if len(frame) <= 2*frameKeyEdge {
+		h.Write(frame)
+	} else {
+		h.Write(frame[:frameKeyEdge])
+		h.Write(frame[len(frame)-frameKeyEdge:])
+	}
+	k := frameKey{h.Sum64(), len(frame)}
 	v, ok := fc.m.Load(k)
 	if !ok {
 		v, _ = fc.m.LoadOrStore(k, &frameInfo{})

@@ -6,6 +6,7 @@ import (
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
+	cbg "github.com/whyrusleeping/cbor-gen"
 )
 
 // Stored is an event as read back from storage.
@@ -15,15 +16,54 @@ type Stored struct {
 	Payload []byte
 }
 
+// frameHeaders are the encoded frame headers {op: 1, t: "#type"} of the
+// stored event types; computed once, never changed.
+var frameHeaders = func() map[string][]byte {
+	m := map[string][]byte{}
+	for _, typ := range []string{TypeCommit, TypeSync, TypeIdentity, TypeAccount} {
+		hdr, err := atdata.MarshalCBOR(map[string]any{"op": int64(1), "t": "#" + typ})
+		if err != nil {
+			panic(fmt.Sprintf("encode frame header: %v", err))
+		}
+		m[typ] = hdr
+	}
+	return m
+}()
+
 // Frame encodes a stored event as a subscribeRepos frame: a DAG-CBOR
 // header {op: 1, t: "#type"} followed by the body with its seq set. The
 // bytes are those indigo's events package writes for the same event.
+//
+// A stored body is the event encoded with seq 0, so the frame is the body
+// with that one value replaced: seq is a top-level key, and DAG-CBOR's
+// key order does not depend on values. The body's structure is checked
+// on the way (every item well formed, nothing after the map); anything
+// unexpected goes through indigo's decoder and encoder instead, which
+// give the same bytes for any body the server writes.
 func Frame(ev Stored) ([]byte, error) {
-	var buf bytes.Buffer
-	hdr, err := atdata.MarshalCBOR(map[string]any{"op": int64(1), "t": "#" + ev.Type})
-	if err != nil {
-		return nil, fmt.Errorf("encode frame header: %w", err)
+	hdr, ok := frameHeaders[ev.Type]
+	if !ok {
+		return nil, fmt.Errorf("unknown event type %q (seq %d)", ev.Type, ev.Seq)
 	}
+	if at, ok := seqZeroAt(ev.Payload); ok && ev.Seq >= 0 {
+		var seq bytes.Buffer
+		if err := cbg.NewCborWriter(&seq).WriteMajorTypeHeader(cbg.MajUnsignedInt, uint64(ev.Seq)); err != nil {
+			return nil, err
+		}
+		out := make([]byte, 0, len(hdr)+len(ev.Payload)+seq.Len()-1)
+		out = append(out, hdr...)
+		out = append(out, ev.Payload[:at]...)
+		out = append(out, seq.Bytes()...)
+		return append(out, ev.Payload[at+1:]...), nil
+	}
+	return frameDecoded(hdr, ev)
+}
+
+// frameDecoded is Frame through indigo's types: decode the body, set seq,
+// encode it again.
+func frameDecoded(hdr []byte, ev Stored) ([]byte, error) {
+	var buf bytes.Buffer
+	var err error
 	buf.Write(hdr)
 	r := bytes.NewReader(ev.Payload)
 	switch ev.Type {
@@ -62,6 +102,111 @@ func Frame(ev Stored) ([]byte, error) {
 		return nil, fmt.Errorf("encode event %d: %w", ev.Seq, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// maxBodyDepth bounds the nesting seqZeroAt walks (event bodies nest a
+// few levels: ops inside the body).
+const maxBodyDepth = 16
+
+// seqZeroAt returns the offset of the value of the top-level "seq" key in
+// a stored body when the body is one well-formed DAG-CBOR map, with
+// nothing after it, whose seq is the one-byte 0.
+func seqZeroAt(b []byte) (int, bool) {
+	maj, n, i, ok := cborHead(b, 0)
+	if !ok || maj != cbg.MajMap {
+		return 0, false
+	}
+	at := -1
+	for range n {
+		var kmaj byte
+		var klen uint64
+		if kmaj, klen, i, ok = cborHead(b, i); !ok || kmaj != cbg.MajTextString || uint64(len(b)-i) < klen {
+			return 0, false
+		}
+		key := string(b[i : i+int(klen)])
+		i += int(klen)
+		if key == "seq" {
+			if at >= 0 || i >= len(b) || b[i] != 0 {
+				return 0, false
+			}
+			at = i
+		}
+		if i, ok = cborSkip(b, i, 1); !ok {
+			return 0, false
+		}
+	}
+	return at, at >= 0 && i == len(b)
+}
+
+// cborHead reads the item head at b[i]: major type, argument, and the
+// offset after the head. Indefinite lengths, which DAG-CBOR forbids, are
+// refused.
+func cborHead(b []byte, i int) (maj byte, arg uint64, next int, ok bool) {
+	if i >= len(b) {
+		return 0, 0, 0, false
+	}
+	maj, low := b[i]>>5, b[i]&0x1f
+	i++
+	var size int
+	switch {
+	case low < 24:
+		return maj, uint64(low), i, true
+	case low == 24:
+		size = 1
+	case low == 25:
+		size = 2
+	case low == 26:
+		size = 4
+	case low == 27:
+		size = 8
+	default:
+		return 0, 0, 0, false
+	}
+	if len(b)-i < size {
+		return 0, 0, 0, false
+	}
+	for _, c := range b[i : i+size] {
+		arg = arg<<8 | uint64(c)
+	}
+	return maj, arg, i + size, true
+}
+
+// cborSkip returns the offset after the item at b[i], nested at depth.
+func cborSkip(b []byte, i, depth int) (int, bool) {
+	if depth > maxBodyDepth {
+		return 0, false
+	}
+	maj, arg, i, ok := cborHead(b, i)
+	if !ok {
+		return 0, false
+	}
+	switch maj {
+	case cbg.MajUnsignedInt, cbg.MajNegativeInt, cbg.MajOther:
+		return i, true
+	case cbg.MajByteString, cbg.MajTextString:
+		if uint64(len(b)-i) < arg {
+			return 0, false
+		}
+		return i + int(arg), true
+	case cbg.MajArray, cbg.MajMap:
+		// Every item takes a byte at least.
+		if arg > uint64(len(b)-i) {
+			return 0, false
+		}
+		items := arg
+		if maj == cbg.MajMap {
+			items *= 2
+		}
+		for range items {
+			if i, ok = cborSkip(b, i, depth+1); !ok {
+				return 0, false
+			}
+		}
+		return i, true
+	case cbg.MajTag:
+		return cborSkip(b, i, depth+1)
+	}
+	return 0, false
 }
 
 // InfoFrame encodes an #info frame (e.g. OutdatedCursor).
