@@ -37,6 +37,14 @@ type DB struct {
 	read  *sql.DB
 	path  string
 
+	// ckpt is the background checkpointer's own connection; see
+	// checkpointer.
+	ckpt     *sql.DB
+	commits  atomic.Int64 // write transactions committed
+	ckptKick chan struct{}
+	ckptStop chan struct{}
+	ckptDone chan struct{}
+
 	// Now is the clock used for timestamps; tests may replace it.
 	Now func() time.Time
 
@@ -76,6 +84,20 @@ const writeCacheKiB = 4000
 // connections do not make reads faster: a point query holds its
 // connection for a few microseconds, so four serve eight busy readers.
 const DefaultReadConns = 4
+
+// Checkpoints (copying the WAL back into the database file) run on a
+// connection of their own, in the background, instead of inside whichever
+// commit crosses SQLite's threshold: that commit would otherwise wait for
+// the copy and an fsync of the database file. checkpointEvery commits, and
+// after checkpointIdle without one, a passive checkpoint runs beside the
+// writes. The write connection keeps an automatic checkpoint at
+// autoCheckpointPages, so the WAL stays bounded should the background one
+// fall behind.
+const (
+	checkpointEvery     = 100
+	checkpointIdle      = time.Second
+	autoCheckpointPages = 10000
+)
 
 // Options tune how the database is opened.
 type Options struct {
@@ -129,6 +151,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*DB, error) {
 	// already holds the file once for all, and memory SQLite allocates
 	// stays resident (see DefaultReadConns).
 	wq.Add("_pragma", fmt.Sprintf("cache_size(-%d)", writeCacheKiB))
+	wq.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", autoCheckpointPages))
 	write, err := sql.Open("sqlite", base+"?"+wq.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open db: %w", err)
@@ -156,7 +179,23 @@ func OpenWith(ctx context.Context, path string, opts Options) (*DB, error) {
 	read.SetMaxIdleConns(conns)
 	read.SetConnMaxIdleTime(0)
 
-	db := &DB{write: write, read: read, path: path, Now: time.Now, stmts: map[string]*sql.Stmt{}, readStmts: map[string]*sql.Stmt{}}
+	cq := url.Values{}
+	for k, v := range q {
+		cq[k] = v
+	}
+	cq.Add("_pragma", "cache_size(-256)")
+	ckpt, err := sql.Open("sqlite", base+"?"+cq.Encode())
+	if err != nil {
+		write.Close()
+		read.Close()
+		return nil, fmt.Errorf("open db: %w", err)
+	}
+	ckpt.SetMaxOpenConns(1)
+	ckpt.SetConnMaxIdleTime(0)
+
+	db := &DB{write: write, read: read, ckpt: ckpt, path: path, Now: time.Now, stmts: map[string]*sql.Stmt{}, readStmts: map[string]*sql.Stmt{},
+		ckptKick: make(chan struct{}, 1), ckptStop: make(chan struct{}), ckptDone: make(chan struct{})}
+	go db.checkpointer()
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -241,6 +280,9 @@ func (r errRow) Scan(...any) error { return r.err }
 
 // Close closes both pools, keeping the first error.
 func (db *DB) Close() error {
+	close(db.ckptStop)
+	<-db.ckptDone
+	db.ckpt.Close()
 	for _, st := range db.stmts {
 		st.Close()
 	}
@@ -332,12 +374,43 @@ func (db *DB) withTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit tx: %w", err)
 	}
+	if db.commits.Add(1)%checkpointEvery == 0 {
+		select {
+		case db.ckptKick <- struct{}{}:
+		default:
+		}
+	}
 	if len(evs) > 0 {
 		if fn := db.onEvents.Load(); fn != nil {
 			(*fn)(evs)
 		}
 	}
 	return nil
+}
+
+// checkpointer runs passive checkpoints on db.ckpt: when kicked, and once
+// writes have paused, until Close. A passive checkpoint never blocks the
+// writer or readers; it copies what no reader still needs, and the
+// writer starts the WAL over once everything has been copied. A failed
+// one is left to the next (or to the write connection's automatic one).
+func (db *DB) checkpointer() {
+	defer close(db.ckptDone)
+	t := time.NewTicker(checkpointIdle)
+	defer t.Stop()
+	var done int64 // commits at the last checkpoint
+	for {
+		select {
+		case <-db.ckptStop:
+			return
+		case <-db.ckptKick:
+		case <-t.C:
+			if db.commits.Load() == done {
+				continue
+			}
+		}
+		done = db.commits.Load()
+		db.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+	}
 }
 
 // isUniqueViolation reports whether err is a UNIQUE/PRIMARY KEY constraint
