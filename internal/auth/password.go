@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"encoding/base64"
 	"fmt"
+	"runtime/debug"
 	"strings"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -58,6 +59,13 @@ func GenerateToken() string {
 	return lowerBase32.EncodeToString(b)
 }
 
+// scryptSlot lets one app-password hash run at a time. Each needs a 32 MB
+// buffer (128·N·r bytes); logins are limited per client, not in total, so
+// a burst of them would otherwise hold 32 MB each at once, more than the
+// rest of the server on a small machine. Hashing is CPU-bound, so queued
+// logins lose little to the wait.
+var scryptSlot = make(chan struct{}, 1)
+
 // HashAppPassword returns the stored form of an app password: scrypt
 // (N=32768, r=8, p=1) salted with a value derived from the account's DID.
 // The salt is per account rather than per password so that a login can
@@ -65,7 +73,18 @@ func GenerateToken() string {
 // precomputation is hopeless either way.
 func HashAppPassword(did syntax.DID, pw string) (string, error) {
 	salt := sha256.Sum256([]byte("stratus app password\x00" + did.String()))
+	scryptSlot <- struct{}{}
 	key, err := scrypt.Key([]byte(pw), salt[:], 1<<15, 8, 1, 32)
+	// The 32 MB buffer is garbage once scrypt returns, but allocating it
+	// started a collection that found it live, so the heap goal is now
+	// about 70 MB: the heap would grow that far before the next
+	// collection, and the runtime hands idle pages back to the kernel only
+	// over the following seconds. That was the server's peak resident
+	// size, reached in the writes after its first login. A forced
+	// collection here (milliseconds, against about 100 ms of hashing) puts
+	// the goal back at twice the live heap and returns the buffer at once.
+	debug.FreeOSMemory()
+	<-scryptSlot
 	if err != nil {
 		return "", fmt.Errorf("hash app password: %w", err)
 	}
