@@ -62,8 +62,8 @@ func GenerateToken() string {
 // scryptSlot lets one app-password hash run at a time. Each needs a 32 MB
 // buffer (128·N·r bytes); logins are limited per client, not in total, so
 // a burst of them would otherwise hold 32 MB each at once, more than the
-// rest of the server on a small machine. Hashing is CPU-bound, so queued
-// logins lose little to the wait.
+// rest of the server on a small machine. Hashing is CPU-bound, so on such
+// a machine concurrent hashes would only share its cores anyway.
 var scryptSlot = make(chan struct{}, 1)
 
 // HashAppPassword returns the stored form of an app password: scrypt
@@ -79,10 +79,10 @@ func HashAppPassword(did syntax.DID, pw string) (string, error) {
 	// started a collection that found it live, so the heap goal is now
 	// about 70 MB: the heap would grow that far before the next
 	// collection, and the runtime hands idle pages back to the kernel only
-	// over the following seconds. That was the server's peak resident
+	// over the following seconds. That set the server's peak resident
 	// size, reached in the writes after its first login. A forced
-	// collection here (milliseconds, against about 100 ms of hashing) puts
-	// the goal back at twice the live heap and returns the buffer at once.
+	// collection here (about 3 ms, against 60-100 ms of hashing) puts the
+	// goal back at twice the live heap and returns the buffer at once.
 	debug.FreeOSMemory()
 	<-scryptSlot
 	if err != nil {
