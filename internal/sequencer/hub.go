@@ -239,9 +239,11 @@ func (h *Hub) Subscribers() int {
 //
 // Beyond cohortSize subscribers, they are served in turns of about
 // cohortSize, one turn per pause/turns: the same work per event, spread
-// over the pause instead of in one burst. A burst that takes every core
-// for a millisecond delays whatever else the machine runs, such as the
-// writes that produce the events; a small turn fits beside them.
+// over the pause instead of in one burst (after a quiet spell the first
+// turn goes at once, the others follow within the pause). A burst that
+// takes every core for a millisecond delays whatever else the machine
+// runs, such as the writes that produce the events; a small turn fits
+// beside them.
 const (
 	coalescePerSub = 50 * time.Microsecond
 	maxCoalesce    = 5 * time.Millisecond
