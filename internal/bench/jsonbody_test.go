@@ -2,54 +2,9 @@ package bench
 
 import (
 	"encoding/json"
-	"strings"
 	"testing"
 	"time"
 )
-
-// trickyStrings need every kind of escape encoding/json writes.
-var trickyStrings = []string{
-	"",
-	"plain text",
-	`quote " backslash \ slash /`,
-	"\b\f\n\r\t",
-	"\x00\x01\x1f\x7f",
-	"<script>&amp;</script>",
-	"line\u2028separator\u2029paragraph",
-	"naïve café 日本語 🦋",
-	"invalid \xff utf-8 \xc3 end",
-	"truncated \xe2\x80",
-	"surrogate half \xed\xa0\x80",
-	"\u2027\u202a",
-	strings.Repeat("a<", 100),
-}
-
-func TestAppendJSONString(t *testing.T) {
-	for _, s := range trickyStrings {
-		want, err := json.Marshal(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := appendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
-			t.Errorf("appendJSONString(%q) = %s, encoding/json writes %s", s, got[1:], want)
-		}
-	}
-}
-
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range trickyStrings {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		want, err := json.Marshal(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := appendJSONString(nil, s); string(got) != string(want) {
-			t.Errorf("appendJSONString(%q) = %s, encoding/json writes %s", s, got, want)
-		}
-	})
-}
 
 // postAt is post with a given createdAt, for comparing bytes.
 func postAt(scenario string, i int, at time.Time) map[string]any {
