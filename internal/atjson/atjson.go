@@ -73,19 +73,25 @@ func (t *transcoder) peekHead() (major byte, arg uint64, ok bool) {
 	return
 }
 
-// head reads an item head: major type and argument (length, value or
-// tag). Indefinite lengths and reserved encodings are refused.
+// head reads an item head at t.pos and moves past it.
 func (t *transcoder) head() (major byte, arg uint64, ok bool) {
-	if t.pos >= len(t.in) {
-		return 0, 0, false
+	major, arg, t.pos, ok = Head(t.in, t.pos)
+	return
+}
+
+// Head reads the CBOR item head at b[i]: major type, argument (length,
+// value or tag) and the offset after the head. Indefinite lengths and
+// reserved encodings, which DAG-CBOR forbids, are refused.
+func Head(b []byte, i int) (major byte, arg uint64, next int, ok bool) {
+	if i < 0 || i >= len(b) {
+		return 0, 0, i, false
 	}
-	b := t.in[t.pos]
-	t.pos++
-	major, info := b>>5, b&0x1f
+	major, info := b[i]>>5, b[i]&0x1f
+	i++
 	var n int
 	switch {
 	case info < 24:
-		return major, uint64(info), true
+		return major, uint64(info), i, true
 	case info == 24:
 		n = 1
 	case info == 25:
@@ -95,16 +101,15 @@ func (t *transcoder) head() (major byte, arg uint64, ok bool) {
 	case info == 27:
 		n = 8
 	default:
-		return 0, 0, false
+		return 0, 0, i, false
 	}
-	if len(t.in)-t.pos < n {
-		return 0, 0, false
+	if len(b)-i < n {
+		return 0, 0, i, false
 	}
-	for _, c := range t.in[t.pos : t.pos+n] {
+	for _, c := range b[i : i+n] {
 		arg = arg<<8 | uint64(c)
 	}
-	t.pos += n
-	return major, arg, true
+	return major, arg, i + n, true
 }
 
 // span reads the n bytes following a string head.
@@ -306,12 +311,14 @@ func canonicalLess(a, b []byte) bool {
 
 const hex = "0123456789abcdef"
 
-// AppendString appends s, which must be valid UTF-8, as a JSON string,
-// escaped as encoding/json does (HTML-significant characters and the
-// JavaScript line separators included).
-func AppendString(dst []byte, s []byte) []byte {
+// AppendString appends s as a JSON string, byte for byte as encoding/json
+// writes it: quote and backslash by a backslash; \b \f \n \r \t; other
+// control characters and the HTML-significant <, > and & as \u00XX;
+// U+2028 and U+2029 as \u2028 and \u2029; each byte of invalid UTF-8 as
+// \ufffd.
+func AppendString[S []byte | string](dst []byte, s S) []byte {
 	dst = append(dst, '"')
-	start := 0
+	start := 0 // s[start:i] is pending, to be copied as it is
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -323,6 +330,10 @@ func AppendString(dst []byte, s []byte) []byte {
 			switch c {
 			case '"', '\\':
 				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
 			case '\n':
 				dst = append(dst, '\\', 'n')
 			case '\r':
@@ -336,16 +347,31 @@ func AppendString(dst []byte, s []byte) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == '\u2028' || r == '\u2029' {
+		r, size := decodeRune(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
 			dst = append(dst, s[start:i]...)
 			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
 			i += size
-			start = i
 			continue
 		}
 		i += size
+		start = i
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// decodeRune is utf8.DecodeRune for either kind of string.
+func decodeRune[S []byte | string](s S) (rune, int) {
+	switch v := any(s).(type) {
+	case string:
+		return utf8.DecodeRuneInString(v)
+	default:
+		return utf8.DecodeRune(v.([]byte))
+	}
 }

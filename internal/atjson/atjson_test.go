@@ -280,3 +280,50 @@ func randomValue(t testing.TB, r *rand.Rand, depth int) any {
 		return m
 	}
 }
+
+// trickyStrings need every kind of escape encoding/json writes.
+var trickyStrings = []string{
+	"",
+	"plain text",
+	`quote " backslash \ slash /`,
+	"\b\f\n\r\t",
+	"\x00\x01\x1f\x7f",
+	"<script>&amp;</script>",
+	"line\u2028separator\u2029paragraph",
+	"naïve café 日本語 🦋",
+	"invalid \xff utf-8 \xc3 end",
+	"truncated \xe2\x80",
+	"surrogate half \xed\xa0\x80",
+	"\u2027\u202a",
+	strings.Repeat("a<", 100),
+}
+
+func TestAppendString_LikeEncodingJSON(t *testing.T) {
+	for _, s := range trickyStrings {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := atjson.AppendString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Errorf("AppendString(%q) = %s, encoding/json writes %s", s, got[1:], want)
+		}
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	for _, s := range trickyStrings {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := atjson.AppendString(nil, s); string(got) != string(want) {
+			t.Errorf("AppendString(%q) = %s, encoding/json writes %s", s, got, want)
+		}
+		if got := atjson.AppendString(nil, []byte(s)); string(got) != string(want) {
+			t.Errorf("AppendString([]byte(%q)) = %s, encoding/json writes %s", s, got, want)
+		}
+	})
+}

@@ -22,12 +22,13 @@ const PostCollection = "app.bsky.feed.post"
 // only serve it then.
 const BlobCollection = "app.stratus.bench.blob"
 
-// post returns a new post record.
+// post returns a new post record: the record appendPost writes, as a
+// map for encoding/json.
 func post(scenario string, i int) map[string]any {
 	return map[string]any{
 		"$type":     PostCollection,
-		"text":      fmt.Sprintf("pds bench %s %d", scenario, i),
-		"createdAt": time.Now().UTC().Format("2006-01-02T15:04:05.000Z"),
+		"text":      postText(scenario, i),
+		"createdAt": time.Now().UTC().Format(createdAtLayout),
 	}
 }
 
@@ -37,14 +38,18 @@ type writeAnswer struct {
 	CID string `json:"cid"`
 }
 
+// recordAnswer is what the tool reads of getRecord's answer.
+type recordAnswer struct {
+	URI   string          `json:"uri"`
+	Value json.RawMessage `json:"value"`
+}
+
 func rkeyOf(uri string) string { return uri[strings.LastIndexByte(uri, '/')+1:] }
 
 // create writes one post and returns its answer.
 func (r *run) create(ctx context.Context, scenario string, i int) (writeAnswer, error) {
 	var out writeAnswer
-	err := r.c.post(ctx, "com.atproto.repo.createRecord", map[string]any{
-		"repo": r.did, "collection": PostCollection, "record": post(scenario, i),
-	}, &out)
+	err := r.c.post(ctx, "com.atproto.repo.createRecord", json.RawMessage(createPostBody(r.did, scenario, i, time.Now())), &out)
 	if err == nil && (out.URI == "" || out.CID == "") {
 		err = &RequestError{Method: "com.atproto.repo.createRecord", Status: http.StatusOK, Msg: "answer without uri or cid"}
 	}
@@ -118,25 +123,17 @@ func (r *run) applyWrites(ctx context.Context) []Result {
 	deadline := time.Now().Add(r.opts.MaxTime)
 	start := time.Now()
 	for b := 0; b < r.opts.Batches && time.Now().Before(deadline) && ctx.Err() == nil; b++ {
-		writes := make([]map[string]any, r.opts.BatchSize)
-		for i := range writes {
-			writes[i] = map[string]any{
-				"$type":      "com.atproto.repo.applyWrites#create",
-				"collection": PostCollection,
-				"value":      post(ApplyWrites, b*r.opts.BatchSize+i),
-			}
-		}
 		var out struct {
 			Results []struct {
 				URI string `json:"uri"`
 			} `json:"results"`
 		}
 		sent := time.Now()
-		err := r.c.post(ctx, "com.atproto.repo.applyWrites", map[string]any{"repo": r.did, "writes": writes}, &out)
+		err := r.c.post(ctx, "com.atproto.repo.applyWrites", json.RawMessage(applyWritesBody(r.did, ApplyWrites, b*r.opts.BatchSize, r.opts.BatchSize, time.Now())), &out)
 		d := time.Since(sent)
-		if err == nil && len(out.Results) != len(writes) {
+		if err == nil && len(out.Results) != r.opts.BatchSize {
 			err = &RequestError{Method: "com.atproto.repo.applyWrites", Status: http.StatusOK,
-				Msg: fmt.Sprintf("%d results for %d writes", len(out.Results), len(writes))}
+				Msg: fmt.Sprintf("%d results for %d writes", len(out.Results), r.opts.BatchSize)}
 		}
 		t.add(d, err)
 		if err == nil {
@@ -178,10 +175,7 @@ func (r *run) getRecord(ctx context.Context) []Result {
 				}
 				k := keys[(n*7919)%int64(len(keys))]
 				q := url.Values{"repo": {r.did}, "collection": {PostCollection}, "rkey": {k}}
-				var out struct {
-					URI   string          `json:"uri"`
-					Value json.RawMessage `json:"value"`
-				}
+				var out recordAnswer
 				sent := time.Now()
 				err := r.c.get(ctx, "com.atproto.repo.getRecord", q, &out)
 				d := time.Since(sent)
@@ -208,13 +202,13 @@ func (r *run) export(ctx context.Context) []Result {
 	var busy time.Duration // time in requests, without the verification
 	for i := 0; i < r.opts.ExportRuns && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 		sent := time.Now()
-		data, err := r.c.do(ctx, http.MethodGet, "com.atproto.sync.getRepo", url.Values{"did": {r.did}}, "", nil, maxRepoAnswer)
+		ans, err := r.c.do(ctx, http.MethodGet, "com.atproto.sync.getRepo", url.Values{"did": {r.did}}, "", nil, maxRepoAnswer)
 		d := time.Since(sent)
 		busy += d
 		if err == nil && i == 0 {
-			size = int64(len(data))
+			size = int64(ans.Len())
 			// Verification is not part of the measured time.
-			chk, verr := verifyExport(ctx, data, r.did, r.key)
+			chk, verr := verifyExport(ctx, ans.Bytes(), r.did, r.key)
 			if verr != nil {
 				err = &RequestError{Method: "com.atproto.sync.getRepo", Status: http.StatusOK, Msg: "export does not verify: " + verr.Error()}
 			} else {
@@ -226,6 +220,9 @@ func (r *run) export(ctx context.Context) []Result {
 				notes = append(notes, fmt.Sprintf("%d bytes, %d records, %d blocks, rev %s; every block hashes to its CID, MST complete and canonical (rebuilt root matches the commit), %s",
 					size, chk.Records, chk.Blocks, chk.Rev, sig))
 			}
+		}
+		if ans != nil {
+			release(ans)
 		}
 		t.add(d, err)
 	}
@@ -252,7 +249,7 @@ func (r *run) blob(ctx context.Context) []Result {
 			}
 		}
 		sent := time.Now()
-		ans, err := r.c.do(ctx, http.MethodPost, "com.atproto.repo.uploadBlob", nil, "application/octet-stream", bytes.NewReader(data), maxJSONAnswer)
+		ans, err := r.c.do(ctx, http.MethodPost, "com.atproto.repo.uploadBlob", nil, bytesType, data, maxJSONAnswer)
 		d := time.Since(sent)
 		var out struct {
 			Blob json.RawMessage `json:"blob"`
@@ -264,11 +261,12 @@ func (r *run) blob(ctx context.Context) []Result {
 			Size int `json:"size"`
 		}
 		if err == nil {
-			if json.Unmarshal(ans, &out) != nil || json.Unmarshal(out.Blob, &ref) != nil || ref.Ref.Link == "" {
-				err = &RequestError{Method: "com.atproto.repo.uploadBlob", Status: http.StatusOK, Msg: "answer has no blob reference: " + truncate(string(ans), 200)}
+			if json.Unmarshal(ans.Bytes(), &out) != nil || json.Unmarshal(out.Blob, &ref) != nil || ref.Ref.Link == "" {
+				err = &RequestError{Method: "com.atproto.repo.uploadBlob", Status: http.StatusOK, Msg: "answer has no blob reference: " + truncate(ans.String(), 200)}
 			} else if ref.Size != len(data) {
 				err = &RequestError{Method: "com.atproto.repo.uploadBlob", Status: http.StatusOK, Msg: fmt.Sprintf("blob size %d, sent %d", ref.Size, len(data))}
 			}
+			release(ans)
 		}
 		up.add(d, err)
 		upTime += d
@@ -278,7 +276,7 @@ func (r *run) blob(ctx context.Context) []Result {
 		// Referencing the blob makes it permanent (not part of the timing).
 		if err := r.c.post(ctx, "com.atproto.repo.createRecord", map[string]any{
 			"repo": r.did, "collection": BlobCollection,
-			"record": map[string]any{"$type": BlobCollection, "blob": out.Blob, "createdAt": time.Now().UTC().Format("2006-01-02T15:04:05.000Z")},
+			"record": map[string]any{"$type": BlobCollection, "blob": out.Blob, "createdAt": time.Now().UTC().Format(createdAtLayout)},
 		}, nil); err != nil {
 			down.add(0, fmt.Errorf("reference the blob in a record: %w", err))
 			continue
@@ -286,8 +284,11 @@ func (r *run) blob(ctx context.Context) []Result {
 		sent = time.Now()
 		got, err := r.c.do(ctx, http.MethodGet, "com.atproto.sync.getBlob", url.Values{"did": {r.did}, "cid": {ref.Ref.Link}}, "", nil, maxBlobAnswer)
 		d = time.Since(sent)
-		if err == nil && !bytes.Equal(got, data) {
-			err = &RequestError{Method: "com.atproto.sync.getBlob", Status: http.StatusOK, Msg: fmt.Sprintf("got %d bytes that differ from the %d uploaded", len(got), len(data))}
+		if err == nil {
+			if !bytes.Equal(got.Bytes(), data) {
+				err = &RequestError{Method: "com.atproto.sync.getBlob", Status: http.StatusOK, Msg: fmt.Sprintf("got %d bytes that differ from the %d uploaded", got.Len(), len(data))}
+			}
+			release(got)
 		}
 		down.add(d, err)
 		downTime += d

@@ -111,7 +111,7 @@ func TestCheckCorruption(t *testing.T) {
 			name: "commit block deleted",
 			damage: func(t *testing.T, s *pdstest.Server, recs []pdstest.WriteResult) []string {
 				head := s.LatestCommit(t)
-				execSQL(t, s.DataDir(), "DELETE FROM repo_blocks WHERE cid = ?", cidBytes(t, head.CID))
+				execSQL(t, s.DataDir(), "UPDATE repo_roots SET commit_data = NULL WHERE commit_cid = ?", cidBytes(t, head.CID))
 				return []string{"commit block " + head.CID + " is missing"}
 			},
 			refused: true, repaired: true,

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,8 +21,14 @@ import (
 
 // writeCAR encodes a CARv1 with one root.
 func writeCAR(root cid.Cid, blocks []Block) ([]byte, error) {
-	var buf bytes.Buffer
-	w := carWriter{w: &buf}
+	// Sized up front: a firehose event's CAR is built on every commit, and
+	// growing the buffer from empty allocated twice its size again.
+	size := 64 + root.ByteLen()
+	for _, b := range blocks {
+		size += binary.MaxVarintLen64 + b.CID.ByteLen() + len(b.Data)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	w := carWriter{w: buf}
 	if err := w.header(root); err != nil {
 		return nil, err
 	}

@@ -35,8 +35,10 @@ func Timestamp(t time.Time) string {
 
 // Commit encodes a #commit body.
 func Commit(c *comatproto.SyncSubscribeRepos_Commit) (Event, error) {
-	var buf bytes.Buffer
-	if err := c.MarshalCBOR(&buf); err != nil {
+	// Sized for the blocks plus the other fields (a few hundred bytes for
+	// each op), so the buffer is not grown and copied on every commit.
+	buf := bytes.NewBuffer(make([]byte, 0, len(c.Blocks)+512+200*len(c.Ops)))
+	if err := c.MarshalCBOR(buf); err != nil {
 		return Event{}, fmt.Errorf("encode commit event: %w", err)
 	}
 	return Event{Type: TypeCommit, Payload: buf.Bytes()}, nil

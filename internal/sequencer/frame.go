@@ -7,6 +7,8 @@ import (
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
 	cbg "github.com/whyrusleeping/cbor-gen"
+
+	"stratus/internal/atjson"
 )
 
 // Stored is an event as read back from storage.
@@ -112,7 +114,7 @@ const maxBodyDepth = 16
 // a stored body when the body is one well-formed DAG-CBOR map, with
 // nothing after it, whose seq is the one-byte 0.
 func seqZeroAt(b []byte) (int, bool) {
-	maj, n, i, ok := cborHead(b, 0)
+	maj, n, i, ok := atjson.Head(b, 0)
 	if !ok || maj != cbg.MajMap {
 		return 0, false
 	}
@@ -120,7 +122,7 @@ func seqZeroAt(b []byte) (int, bool) {
 	for range n {
 		var kmaj byte
 		var klen uint64
-		if kmaj, klen, i, ok = cborHead(b, i); !ok || kmaj != cbg.MajTextString || uint64(len(b)-i) < klen {
+		if kmaj, klen, i, ok = atjson.Head(b, i); !ok || kmaj != cbg.MajTextString || uint64(len(b)-i) < klen {
 			return 0, false
 		}
 		key := string(b[i : i+int(klen)])
@@ -138,45 +140,12 @@ func seqZeroAt(b []byte) (int, bool) {
 	return at, at >= 0 && i == len(b)
 }
 
-// cborHead reads the item head at b[i]: major type, argument, and the
-// offset after the head. Indefinite lengths, which DAG-CBOR forbids, are
-// refused.
-func cborHead(b []byte, i int) (maj byte, arg uint64, next int, ok bool) {
-	if i >= len(b) {
-		return 0, 0, 0, false
-	}
-	maj, low := b[i]>>5, b[i]&0x1f
-	i++
-	var size int
-	switch {
-	case low < 24:
-		return maj, uint64(low), i, true
-	case low == 24:
-		size = 1
-	case low == 25:
-		size = 2
-	case low == 26:
-		size = 4
-	case low == 27:
-		size = 8
-	default:
-		return 0, 0, 0, false
-	}
-	if len(b)-i < size {
-		return 0, 0, 0, false
-	}
-	for _, c := range b[i : i+size] {
-		arg = arg<<8 | uint64(c)
-	}
-	return maj, arg, i + size, true
-}
-
 // cborSkip returns the offset after the item at b[i], nested at depth.
 func cborSkip(b []byte, i, depth int) (int, bool) {
 	if depth > maxBodyDepth {
 		return 0, false
 	}
-	maj, arg, i, ok := cborHead(b, i)
+	maj, arg, i, ok := atjson.Head(b, i)
 	if !ok {
 		return 0, false
 	}

@@ -112,7 +112,7 @@ type Hub struct {
 	nsubs atomic.Int32
 	// stale means events may have been stored since last while nobody
 	// was subscribed; the next subscriber reads the latest seq first.
-	stale bool
+	stale atomic.Bool
 }
 
 type subscriber struct {
@@ -187,12 +187,20 @@ func (h *Hub) Notify() {
 const maxInbox = 4096
 
 // Offer hands the hub events that have just been committed, in seq order,
-// and wakes it. The hub uses them instead of reading storage when they
+// and wakes it if anyone is subscribed. The hub uses them instead of reading storage when they
 // continue exactly from the last event it has; anything else (events of
 // another process, calls out of order) sends it back to storage, which is
 // always right. It never blocks on a broadcast.
 func (h *Hub) Offer(evs []Stored) {
-	if h.nsubs.Load() > 0 {
+	if h.nsubs.Load() == 0 {
+		// Nobody to wake the hub for (a wake-up per commit costs the
+		// writer more than anything else here): the next subscriber
+		// reads the latest seq instead. See subscribe for the order.
+		h.stale.Store(true)
+		if h.nsubs.Load() == 0 {
+			return
+		}
+	} else {
 		h.inMu.Lock()
 		if len(h.inbox)+len(evs) <= maxInbox {
 			h.inbox = append(h.inbox, evs...)
@@ -239,9 +247,11 @@ func (h *Hub) Subscribers() int {
 //
 // Beyond cohortSize subscribers, they are served in turns of about
 // cohortSize, one turn per pause/turns: the same work per event, spread
-// over the pause instead of in one burst. A burst that takes every core
-// for a millisecond delays whatever else the machine runs, such as the
-// writes that produce the events; a small turn fits beside them.
+// over the pause instead of in one burst (after a quiet spell the first
+// turn goes at once, the others follow within the pause). A burst that
+// takes every core for a millisecond delays whatever else the machine
+// runs, such as the writes that produce the events; a small turn fits
+// beside them.
 const (
 	coalescePerSub = 50 * time.Microsecond
 	maxCoalesce    = 5 * time.Millisecond
@@ -316,7 +326,7 @@ func (h *Hub) pump(ctx context.Context) error {
 	if len(h.subs) == 0 {
 		// Nobody to send to: skip reading and encoding the events, and
 		// even the latest seq, which the next subscriber reads instead.
-		h.stale = true
+		h.stale.Store(true)
 		h.mu.Unlock()
 		return nil
 	}
@@ -487,18 +497,23 @@ func (h *Hub) subscribe(ctx context.Context, cancel context.CancelFunc, sink Sin
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.stale {
+	// Counted before stale is read: an Offer that finds nobody subscribed
+	// marks the hub stale and then counts again, so either it sees this
+	// subscriber and wakes the hub, or this sees stale and reads the
+	// latest seq, which includes the offered events.
+	h.nsubs.Store(int32(len(h.subs) + 1))
+	if h.stale.Load() {
 		// Under the lock, so no broadcast can slip in between.
 		_, latest, err := h.store.SeqBounds(ctx)
 		if err != nil {
+			h.nsubs.Store(int32(len(h.subs)))
 			return nil, 0, fmt.Errorf("read latest seq: %w", err)
 		}
 		h.last = max(h.last, latest)
-		h.stale = false
+		h.stale.Store(false)
 	}
 	s.offered = h.last
 	h.subs = append(h.subs, s)
-	h.nsubs.Store(int32(len(h.subs)))
 	return s, h.last, nil
 }
 

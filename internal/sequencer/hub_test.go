@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -863,5 +864,34 @@ func TestHub_OfferedEvents(t *testing.T) {
 		if err := sameSeqs(seqs, run(1, 10)); err != nil {
 			t.Errorf("subscriber %d: %v", i, err)
 		}
+	}
+}
+
+// Ensure events offered while nobody is subscribed do not wake the hub,
+// and a subscriber without a cursor that arrives afterwards gets the
+// events after them, not them.
+func TestHub_OfferWithoutSubscribers(t *testing.T) {
+	store := newMemStore(t)
+	var reads atomic.Int32
+	store.onEventsAfter = func(after, last int64) { reads.Add(1) }
+	h, _ := newHub(t, store, 0)
+	for seq := int64(1); seq <= 3; seq++ {
+		store.add(1)
+		h.Offer([]sequencer.Stored{{Seq: seq, Type: sequencer.TypeIdentity, Payload: store.payload}})
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := reads.Load(); n != 0 {
+		t.Errorf("storage read %d times with nobody subscribed", n)
+	}
+	var r received
+	stop := stream(h, nil, r.send)
+	defer stop()
+	waitFor(t, "a subscriber", 5*time.Second, func() bool { return h.Subscribers() == 1 })
+	store.add(1)
+	h.Offer([]sequencer.Stored{{Seq: 4, Type: sequencer.TypeIdentity, Payload: store.payload}})
+	waitSeq(t, &r, 4, 5*time.Second)
+	time.Sleep(20 * time.Millisecond)
+	if seqs, _ := r.snapshot(); !slices.Equal(seqs, []int64{4}) {
+		t.Errorf("got seqs %v, want [4]", seqs)
 	}
 }

@@ -60,9 +60,6 @@ func (s *RepoStore) Replace(ctx context.Context, r *repo.Replacement) ([]int64, 
 		}
 		defer used.Close()
 
-		if _, err := put.ExecContext(ctx, did, r.Commit.CID.Bytes(), rev, r.Commit.Data); err != nil {
-			return fmt.Errorf("insert commit: %w", err)
-		}
 		err = r.Records(func(rec repo.ImportedRecord) error {
 			if _, err := put.ExecContext(ctx, did, rec.CID.Bytes(), rev, rec.Data); err != nil {
 				return fmt.Errorf("insert record block: %w", err)
@@ -84,7 +81,7 @@ func (s *RepoStore) Replace(ctx context.Context, r *repo.Replacement) ([]int64, 
 		if err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, sqlMoveHead, r.Head.Commit.Bytes(), r.Head.Data.Bytes(), rev, did, r.Prev.Commit.Bytes())
+		res, err := tx.ExecContext(ctx, sqlMoveHead, r.Head.Commit.Bytes(), r.Head.Data.Bytes(), rev, r.Commit.Data, did, r.Prev.Commit.Bytes())
 		if err != nil {
 			return fmt.Errorf("set head: %w", err)
 		}

@@ -174,7 +174,7 @@ func (in *Inspector) Head(ctx context.Context, did string) (h integrity.HeadRow,
 
 // Block returns one stored block; ok is false when it is absent.
 func (in *Inspector) Block(ctx context.Context, did string, cid []byte) (data []byte, ok bool, err error) {
-	err = in.tx.QueryRowContext(ctx, "SELECT data FROM repo_blocks WHERE did = ? AND cid = ?", did, cid).Scan(&data)
+	err = in.tx.QueryRowContext(ctx, sqlBlock, did, cid).Scan(&data)
 	if isNoRows(err) {
 		return nil, false, nil
 	}
@@ -183,7 +183,8 @@ func (in *Inspector) Block(ctx context.Context, did string, cid []byte) (data []
 
 // EachBlock calls fn for every stored block of did.
 func (in *Inspector) EachBlock(ctx context.Context, did string, fn func(cid []byte, rev string, data []byte) error) error {
-	rows, err := in.tx.QueryContext(ctx, "SELECT cid, rev, data FROM repo_blocks WHERE did = ?", did)
+	rows, err := in.tx.QueryContext(ctx, `SELECT cid, rev, data FROM repo_blocks WHERE did = ?1
+		UNION ALL SELECT commit_cid, rev, commit_data FROM repo_roots WHERE did = ?1 AND commit_data IS NOT NULL`, did)
 	if err != nil {
 		return err
 	}
@@ -305,14 +306,26 @@ func (in *Inspector) DeleteRecord(ctx context.Context, did, collection, rkey str
 	return err
 }
 
-// PutBlock stores a block unless it is already there (repairs only).
+// PutBlock stores a block unless it is already there (repairs only); the
+// current commit goes to its root row.
 func (in *Inspector) PutBlock(ctx context.Context, did string, cid []byte, rev string, data []byte) error {
-	_, err := in.tx.ExecContext(ctx, "INSERT OR IGNORE INTO repo_blocks (did, cid, rev, data) VALUES (?, ?, ?, ?)", did, cid, rev, data)
+	res, err := in.tx.ExecContext(ctx, "UPDATE repo_roots SET commit_data = COALESCE(commit_data, ?3) WHERE did = ?1 AND commit_cid = ?2", did, cid, data)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n > 0 {
+		return err
+	}
+	_, err = in.tx.ExecContext(ctx, "INSERT OR IGNORE INTO repo_blocks (did, cid, rev, data) VALUES (?, ?, ?, ?)", did, cid, rev, data)
 	return err
 }
 
-// DeleteBlock removes a stored block (repairs only).
+// DeleteBlock removes a stored block (repairs only), the current commit's
+// included.
 func (in *Inspector) DeleteBlock(ctx context.Context, did string, cid []byte) error {
+	if _, err := in.tx.ExecContext(ctx, "UPDATE repo_roots SET commit_data = NULL WHERE did = ? AND commit_cid = ?", did, cid); err != nil {
+		return err
+	}
 	_, err := in.tx.ExecContext(ctx, "DELETE FROM repo_blocks WHERE did = ? AND cid = ?", did, cid)
 	return err
 }

@@ -47,8 +47,7 @@ func scanHead(row rowScanner) (repo.Head, error) {
 // Block implements repo.Store.
 func (s *RepoStore) Block(ctx context.Context, did syntax.DID, c cid.Cid) ([]byte, error) {
 	var data []byte
-	err := s.db.queryRow(ctx, "SELECT data FROM repo_blocks WHERE did = ? AND cid = ?",
-		did.String(), c.Bytes()).Scan(&data)
+	err := s.db.queryRow(ctx, sqlBlock, did.String(), c.Bytes()).Scan(&data)
 	if isNoRows(err) {
 		return nil, repo.ErrBlockNotFound
 	}
@@ -58,21 +57,27 @@ func (s *RepoStore) Block(ctx context.Context, did syntax.DID, c cid.Cid) ([]byt
 	return data, nil
 }
 
+// sqlBlock reads a block: a record's from repo_blocks, the current
+// commit from its root row (see migration 0007).
+const sqlBlock = `SELECT data FROM repo_blocks WHERE did = ?1 AND cid = ?2
+	UNION ALL SELECT commit_data FROM repo_roots WHERE did = ?1 AND commit_cid = ?2 AND commit_data IS NOT NULL
+	LIMIT 1`
+
 // SQL of the commit path, prepared once on the write connection: compiling
-// a statement costs more than running it.
+// a statement costs more than running it. The commit block is stored in
+// the root row with the head, not in repo_blocks.
 const (
 	sqlPutBlock    = "INSERT OR IGNORE INTO repo_blocks (did, cid, rev, data) VALUES (?, ?, ?, ?)"
 	sqlIndexRecord = `INSERT INTO records (did, collection, rkey, cid, rev) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, rev = excluded.rev`
 	sqlUnindexRecord = "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?"
-	sqlDropBlock     = "DELETE FROM repo_blocks WHERE did = ? AND cid = ?"
 	sqlMaybeDrop     = `DELETE FROM repo_blocks WHERE did = ? AND cid = ?
 		AND NOT EXISTS (SELECT 1 FROM records WHERE did = ? AND cid = ?)`
-	sqlCreateHead = "INSERT INTO repo_roots (did, commit_cid, data_cid, rev) VALUES (?, ?, ?, ?)"
-	sqlMoveHead   = "UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ? WHERE did = ? AND commit_cid = ?"
+	sqlCreateHead = "INSERT INTO repo_roots (did, commit_cid, data_cid, rev, commit_data) VALUES (?, ?, ?, ?, ?)"
+	sqlMoveHead   = "UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ?, commit_data = ? WHERE did = ? AND commit_cid = ?"
 	// sqlMoveHeadActive is sqlMoveHead that also requires the account to
 	// be active: one statement instead of two on every commit.
-	sqlMoveHeadActive = `UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ? WHERE did = ? AND commit_cid = ?
+	sqlMoveHeadActive = `UPDATE repo_roots SET commit_cid = ?, data_cid = ?, rev = ?, commit_data = ? WHERE did = ? AND commit_cid = ?
 		AND EXISTS (SELECT 1 FROM accounts WHERE did = ? AND status = 'active')`
 	sqlAccountStatus = "SELECT status FROM accounts WHERE did = ?"
 	sqlAppendEvent   = "INSERT INTO firehose_events (did, type, payload, created_at) VALUES (?, ?, ?, ?)"
@@ -163,21 +168,24 @@ func (s *RepoStore) apply(ctx context.Context, tx *sql.Tx, b *repo.Batch) ([]int
 			return nil, fmt.Errorf("unindex record: %w", err)
 		}
 	}
-	if len(b.Drop) > 0 {
-		drop := st(sqlDropBlock)
-		for _, c := range b.Drop {
-			if _, err := drop.ExecContext(ctx, did, c.Bytes()); err != nil {
-				return nil, fmt.Errorf("drop block: %w", err)
-			}
-		}
-	}
 	for _, c := range b.MaybeDrop {
 		if _, err := st(sqlMaybeDrop).ExecContext(ctx, did, c.Bytes(), did, c.Bytes()); err != nil {
 			return nil, fmt.Errorf("drop record block: %w", err)
 		}
 	}
+	// The commit is signed meanwhile (repo.Batch.Seal); it replaces the
+	// previous one in the root row.
+	if b.Seal != nil {
+		if err := b.Seal(); err != nil {
+			return nil, fmt.Errorf("seal commit: %w", err)
+		}
+	}
+	commit := b.Commit.Data
+	if commit == nil || b.Commit.CID != b.Head.Commit {
+		return nil, fmt.Errorf("batch for %s lacks its commit block %s", did, b.Head.Commit)
+	}
 	if b.Prev == nil {
-		if _, err := st(sqlCreateHead).ExecContext(ctx, did, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String()); err != nil {
+		if _, err := st(sqlCreateHead).ExecContext(ctx, did, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), commit); err != nil {
 			return nil, fmt.Errorf("create head: %w", err)
 		}
 	} else {
@@ -187,9 +195,9 @@ func (s *RepoStore) apply(ctx context.Context, tx *sql.Tx, b *repo.Batch) ([]int
 		var res sql.Result
 		var err error
 		if b.RequireActive {
-			res, err = st(sqlMoveHeadActive).ExecContext(ctx, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), did, b.Prev.Commit.Bytes(), did)
+			res, err = st(sqlMoveHeadActive).ExecContext(ctx, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), commit, did, b.Prev.Commit.Bytes(), did)
 		} else {
-			res, err = st(sqlMoveHead).ExecContext(ctx, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), did, b.Prev.Commit.Bytes())
+			res, err = st(sqlMoveHead).ExecContext(ctx, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), commit, did, b.Prev.Commit.Bytes())
 		}
 		if err != nil {
 			return nil, fmt.Errorf("set head: %w", err)
@@ -395,8 +403,9 @@ func (s *RepoStore) MissingBlocks(ctx context.Context, did syntax.DID) ([]string
 // Stats implements repo.Store.
 func (s *RepoStore) Stats(ctx context.Context, did syntax.DID) (blocks, records int64, err error) {
 	err = s.db.queryRow(ctx, `SELECT
-		(SELECT COUNT(*) FROM repo_blocks WHERE did = ?),
-		(SELECT COUNT(*) FROM records WHERE did = ?)`, did.String(), did.String()).Scan(&blocks, &records)
+		(SELECT COUNT(*) FROM repo_blocks WHERE did = ?1) +
+		(SELECT COUNT(*) FROM repo_roots WHERE did = ?1 AND commit_data IS NOT NULL),
+		(SELECT COUNT(*) FROM records WHERE did = ?1)`, did.String()).Scan(&blocks, &records)
 	if err != nil {
 		return 0, 0, fmt.Errorf("count repo: %w", err)
 	}
