@@ -78,7 +78,7 @@ func (s *Service) ExportCAR(ctx context.Context, did syntax.DID, since string, w
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	cw := carWriter{w: bw}
-	err := s.store.Export(ctx, did, since, func(h Head) error {
+	err := s.store.Export(ctx, did, since, func(h Head, commit Block) error {
 		if !h.Commit.Equals(st.head.Commit) {
 			return fmt.Errorf("export: stored head %s differs from loaded head %s", h.Commit, st.head.Commit)
 		}
@@ -86,19 +86,13 @@ func (s *Service) ExportCAR(ctx context.Context, did syntax.DID, since string, w
 		if err != nil {
 			return err
 		}
-		// Read the commit block before letting writers in: the next commit
-		// deletes it, and this read does not go through the snapshot.
-		commitData, err := s.store.Block(ctx, did, h.Commit)
-		if err != nil {
-			return fmt.Errorf("read commit block: %w", err)
-		}
 		// The read snapshot is open: later commits cannot change what the
 		// rest of the export sees, so writers may proceed.
 		unlock()
 		if err := cw.header(h.Commit); err != nil {
 			return err
 		}
-		if err := cw.block(Block{CID: h.Commit, Data: commitData}); err != nil {
+		if err := cw.block(commit); err != nil {
 			return err
 		}
 		for _, n := range nodes {

@@ -370,3 +370,24 @@ func TestService_WriteChecksStatusInTransaction(t *testing.T) {
 		t.Fatal("write to a deactivated account moved the head")
 	}
 }
+
+// Ensure an export needs one read connection, not two: with a pool of
+// one it completes (the commit block comes from the export's own
+// snapshot), so exports cannot wait on each other for connections.
+func TestService_ExportNeedsOneReadConnection(t *testing.T) {
+	e := newEnvWith(t, sqlite.Options{ReadConns: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		if _, err := e.svc.ApplyWrites(ctx, testDID, []repo.Write{{Action: repo.Create, Collection: "app.bsky.feed.post", Record: post(i)}}, repo.Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := e.svc.ExportCAR(ctx, testDID, "", &buf); err != nil {
+		t.Fatalf("export with one read connection: %v", err)
+	}
+	if buf.Len() == 0 {
+		t.Fatal("empty export")
+	}
+}

@@ -184,8 +184,8 @@ type Store interface {
 	// Keys calls fn for every record in the index with its MST key
 	// ("collection/rkey") and CID.
 	Keys(ctx context.Context, did syntax.DID, fn func(key string, c cid.Cid) error) error
-	// Export calls head once and then each for every stored record block
-	// written after rev since (all when since is empty), all from one
-	// consistent read snapshot.
-	Export(ctx context.Context, did syntax.DID, since string, head func(Head) error, each func(Block) error) error
+	// Export calls head once, with the head and its commit block, and
+	// then each for every stored record block written after rev since
+	// (all when since is empty), all from one consistent read snapshot.
+	Export(ctx context.Context, did syntax.DID, since string, head func(Head, Block) error, each func(Block) error) error
 }

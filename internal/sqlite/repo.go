@@ -24,10 +24,12 @@ func (s *RepoStore) Head(ctx context.Context, did syntax.DID) (repo.Head, error)
 	return scanHead(s.db.queryRow(ctx, "SELECT commit_cid, data_cid, rev FROM repo_roots WHERE did = ?", did.String()))
 }
 
-func scanHead(row rowScanner) (repo.Head, error) {
+// scanHead reads a row of commit_cid, data_cid, rev and, with extra,
+// further columns into extra.
+func scanHead(row rowScanner, extra ...any) (repo.Head, error) {
 	var commitB, dataB []byte
 	var rev string
-	if err := row.Scan(&commitB, &dataB, &rev); err != nil {
+	if err := row.Scan(append([]any{&commitB, &dataB, &rev}, extra...)...); err != nil {
 		if isNoRows(err) {
 			return repo.Head{}, repo.ErrNoRepo
 		}
@@ -229,9 +231,6 @@ const (
 		AND EXISTS (SELECT 1 FROM records r WHERE r.did = b.did AND r.cid = b.cid AND r.rev > ?)`
 )
 
-func scanHeadTx(ctx context.Context, tx *sql.Tx, did string) (repo.Head, error) {
-	return scanHead(tx.QueryRowContext(ctx, "SELECT commit_cid, data_cid, rev FROM repo_roots WHERE did = ?", did))
-}
 
 // Record implements repo.Store.
 func (s *RepoStore) Record(ctx context.Context, did syntax.DID, collection syntax.NSID, rkey syntax.RecordKey) (repo.Record, error) {
@@ -315,17 +314,24 @@ func (s *RepoStore) Collections(ctx context.Context, did syntax.DID) ([]syntax.N
 
 // Export implements repo.Store. It reads inside one transaction so the
 // blocks match the head even while writes continue.
-func (s *RepoStore) Export(ctx context.Context, did syntax.DID, since string, head func(repo.Head) error, each func(repo.Block) error) error {
+func (s *RepoStore) Export(ctx context.Context, did syntax.DID, since string, head func(repo.Head, repo.Block) error, each func(repo.Block) error) error {
 	tx, err := s.db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("begin export: %w", err)
 	}
 	defer tx.Rollback()
-	h, err := scanHeadTx(ctx, tx, did.String())
+	// The commit block comes with the head, from the same snapshot and
+	// over the same connection: a second read connection per export could
+	// leave as many exports as connections waiting on each other.
+	var commitData []byte
+	h, err := scanHead(tx.QueryRowContext(ctx, "SELECT commit_cid, data_cid, rev, commit_data FROM repo_roots WHERE did = ?", did.String()), &commitData)
 	if err != nil {
 		return err
 	}
-	if err := head(h); err != nil {
+	if commitData == nil {
+		return fmt.Errorf("export %s: commit block %s: %w", did, h.Commit, repo.ErrBlockNotFound)
+	}
+	if err := head(h, repo.Block{CID: h.Commit, Data: commitData}); err != nil {
 		return err
 	}
 	// Walk the blocks in key order and keep those an indexed record
