@@ -231,7 +231,6 @@ const (
 		AND EXISTS (SELECT 1 FROM records r WHERE r.did = b.did AND r.cid = b.cid AND r.rev > ?)`
 )
 
-
 // Record implements repo.Store.
 func (s *RepoStore) Record(ctx context.Context, did syntax.DID, collection syntax.NSID, rkey syntax.RecordKey) (repo.Record, error) {
 	var cb, data []byte
