@@ -177,7 +177,7 @@ func (s *Service) Import(ctx context.Context, did syntax.DID, car io.ReaderAt, s
 	if rev <= prev.Rev || rev <= importedRev {
 		rev = syntax.NewTIDFromInteger(max(prev.Rev.Integer(), importedRev.Integer()) + 1)
 	}
-	commitBlock, err := s.sign(ctx, did, commit.Data, rev)
+	_, commitBlock, err := s.sign(ctx, did, commit.Data, rev)
 	if err != nil {
 		return nil, err
 	}

@@ -251,13 +251,12 @@ func (s *Service) Create(ctx context.Context, did syntax.DID, extra func(Head, [
 		return Head{}, fmt.Errorf("write empty tree: %w", err)
 	}
 	clock := syntax.NewTIDClock(0)
-	rev := clock.Next()
-	commitBlock, err := s.sign(ctx, did, *root, rev)
+	commit, commitBlock, err := s.sign(ctx, did, *root, clock.Next())
 	if err != nil {
 		return Head{}, err
 	}
-	head := Head{Commit: commitBlock.CID, Data: *root, Rev: rev}
-	b := &Batch{DID: did, Head: head, Rev: head.Rev, Commit: commitBlock}
+	head := Head{Commit: commitBlock.CID, Data: *root, Rev: syntax.TID(commit.Rev)}
+	b := &Batch{DID: did, Head: head, Rev: head.Rev, Put: []Block{commitBlock}}
 	if extra != nil {
 		car, err := writeCAR(commitBlock.CID, []Block{commitBlock})
 		if err != nil {
@@ -277,31 +276,25 @@ func (s *Service) Create(ctx context.Context, did syntax.DID, extra func(Head, [
 	return head, nil
 }
 
-// sign builds, signs and encodes the commit for data at rev with did's
-// signing key.
-func (s *Service) sign(ctx context.Context, did syntax.DID, data cid.Cid, rev syntax.TID) (Block, error) {
+// sign builds, signs and encodes the commit for data at rev.
+func (s *Service) sign(ctx context.Context, did syntax.DID, data cid.Cid, rev syntax.TID) (*atrepo.Commit, Block, error) {
 	key, err := s.keys.SigningKey(ctx, did)
 	if err != nil {
-		return Block{}, fmt.Errorf("signing key: %w", err)
+		return nil, Block{}, fmt.Errorf("signing key: %w", err)
 	}
-	return signCommit(key, did, data, rev)
-}
-
-// signCommit builds, signs and encodes the commit for data at rev.
-func signCommit(key atcrypto.PrivateKey, did syntax.DID, data cid.Cid, rev syntax.TID) (Block, error) {
 	c := &atrepo.Commit{DID: did.String(), Version: atrepo.ATPROTO_REPO_VERSION, Data: data, Rev: rev.String()}
 	if err := c.Sign(key); err != nil {
-		return Block{}, fmt.Errorf("sign commit: %w", err)
+		return nil, Block{}, fmt.Errorf("sign commit: %w", err)
 	}
 	var buf bytes.Buffer
 	if err := c.MarshalCBOR(&buf); err != nil {
-		return Block{}, fmt.Errorf("encode commit: %w", err)
+		return nil, Block{}, fmt.Errorf("encode commit: %w", err)
 	}
 	cc, err := cborCID(buf.Bytes())
 	if err != nil {
-		return Block{}, err
+		return nil, Block{}, err
 	}
-	return Block{CID: cc, Data: buf.Bytes()}, nil
+	return c, Block{CID: cc, Data: buf.Bytes()}, nil
 }
 
 var cborPrefix = cid.NewPrefixV1(cid.DagCBOR, multihash.SHA2_256)
@@ -349,7 +342,7 @@ func (s *Service) Resign(ctx context.Context, did syntax.DID, extra func(Head, [
 	if rev <= prev.Rev {
 		rev = syntax.NewTIDFromInteger(prev.Rev.Integer() + 1)
 	}
-	commitBlock, err := s.sign(ctx, did, prev.Data, rev)
+	_, commitBlock, err := s.sign(ctx, did, prev.Data, rev)
 	if err != nil {
 		return Head{}, err
 	}
@@ -362,7 +355,7 @@ func (s *Service) Resign(ctx context.Context, did syntax.DID, extra func(Head, [
 	if err != nil {
 		return Head{}, err
 	}
-	b := &Batch{DID: did, Prev: &prev, Head: head, Rev: rev, Commit: commitBlock, Events: evs}
+	b := &Batch{DID: did, Prev: &prev, Head: head, Rev: rev, Put: []Block{commitBlock}, Drop: []cid.Cid{prev.Commit}, Events: evs}
 	if _, err := s.store.Apply(ctx, b); err != nil {
 		return Head{}, fmt.Errorf("apply re-signed commit: %w", err)
 	}

@@ -73,18 +73,10 @@ type Batch struct {
 	// unless the account is active inside the same transaction, so a
 	// deactivation by another process can never race a write.
 	RequireActive bool
-	// Commit is the signed commit block; the store keeps it with the head.
-	// With Seal set it is filled in by Seal.
-	Commit Block
-	// Seal, when set, completes the batch: it waits until the commit is
-	// signed and then Head.Commit, Commit and Events are set (or returns
-	// why they cannot be). A store calls it inside the transaction once it
-	// has written Put, the index and the drops, and reads those three
-	// fields only after it returns, so the signature is computed while
-	// the rest is written. It may be called more than once.
-	Seal func() error
-	// Put are the new record blocks.
+	// Put are the new blocks: the commit and new records.
 	Put []Block
+	// Drop are blocks that are no longer reachable: the previous commit.
+	Drop []cid.Cid
 	// MaybeDrop are record blocks that lost a reference; each is deleted
 	// only if no record in the index still points to it (two records with
 	// identical content share one block).

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
-	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
 	atrepo "github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/bluesky-social/indigo/atproto/repo/mst"
@@ -162,7 +161,6 @@ func (s *Service) ApplyWrites(ctx context.Context, did syntax.DID, writes []Writ
 		<-p.done
 		if p.err == nil {
 			out.Seq = p.seqs
-			out.Commit.CID = p.batch.Head.Commit // sealed before done
 			return out, nil
 		}
 		s.dropTree(st, p)
@@ -189,14 +187,6 @@ func (s *Service) build(ctx context.Context, did syntax.DID, st *repoState, prep
 	}
 	if err := s.loadState(ctx, did, st, speculative); err != nil {
 		return nil, nil, err
-	}
-	if err := completeHead(st); err != nil {
-		// The newest commit could not be signed, so storage refuses it:
-		// build on what storage holds.
-		settle(st)
-		if err := s.loadState(ctx, did, st, false); err != nil {
-			return nil, nil, err
-		}
 	}
 	// Whether this commit is built on one not yet applied; decided now,
 	// as that one may finish while this one is built.
@@ -285,7 +275,7 @@ func (s *Service) build(ctx context.Context, did syntax.DID, st *repoState, prep
 		return &Outcome{Results: results}, nil, nil
 	}
 
-	b, head, err := s.commit(ctx, did, st, preps, before, current, opts.AllowMissingBlobs)
+	b, err := s.commit(ctx, did, st, preps, before, current, opts.AllowMissingBlobs)
 	if err != nil {
 		// indigo mutates the tree in place; reload it from storage rather
 		// than trust a tree that may be half-changed or ahead of the disk.
@@ -295,11 +285,9 @@ func (s *Service) build(ctx context.Context, did syntax.DID, st *repoState, prep
 	p := &pending{batch: b, done: make(chan struct{}), gen: st.gen, speculative: onPending}
 	p.drive = s.commits.submit(p)
 	st.last = p
-	// b.Head is being sealed; its commit CID is read once sealed (see
-	// completeHead, and ApplyWrites for the answer).
-	st.head = head
+	st.head = b.Head
 	st.nodes = nil
-	return &Outcome{Commit: &CommitRef{Rev: head.Rev}, Results: results}, p, nil
+	return &Outcome{Commit: &CommitRef{CID: b.Head.Commit, Rev: b.Rev}, Results: results}, p, nil
 }
 
 // commitError maps a store's refusal of a commit to the client's error.
@@ -335,24 +323,8 @@ func settle(st *repoState) {
 	<-st.last.done
 	if st.last.err != nil {
 		st.tree = nil
-	} else {
-		completeHead(st)
 	}
 	st.last = nil
-}
-
-// completeHead waits until the newest queued commit is signed and sets
-// the commit CID of st.head, which build leaves unset (see seal). Callers
-// hold st.mu.
-func completeHead(st *repoState) error {
-	if st.last == nil || st.head.Commit.Defined() || st.last.batch.Seal == nil {
-		return nil
-	}
-	if err := st.last.batch.Seal(); err != nil {
-		return err
-	}
-	st.head.Commit = st.last.batch.Head.Commit
-	return nil
 }
 
 // pending is a signed commit queued for the group committer.
@@ -452,13 +424,6 @@ func (c *committer) applyNext(store Store) bool {
 	// client went away, since later commits are built on it.
 	seqs, errs, err := store.ApplyGroup(context.Background(), bs)
 	for i, p := range group {
-		if p.batch.Seal != nil {
-			// Whoever waits for done reads the sealed fields, even when
-			// the store failed before sealing.
-			if serr := p.batch.Seal(); serr != nil && err == nil && errs[i] == nil {
-				errs[i] = serr
-			}
-		}
 		switch {
 		case err != nil:
 			p.err = err
@@ -592,11 +557,9 @@ func (s *Service) prepare(w Write, validate *bool) (*prepared, error) {
 	return p, nil
 }
 
-// commit mutates the tree and starts signing, returning the batch that
-// persists the commit and its head before sealing (without the commit
-// CID): the batch's own head is written by the signing goroutine. Callers
-// hold st.mu and discard st.tree if it fails.
-func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, preps []*prepared, before, after map[string]*cid.Cid, allowMissingBlobs bool) (*Batch, Head, error) {
+// commit mutates the tree and signs, returning the batch that persists the
+// commit. Callers hold st.mu and discard st.tree if it fails.
+func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, preps []*prepared, before, after map[string]*cid.Cid, allowMissingBlobs bool) (*Batch, error) {
 	prevHead := st.head
 	for _, p := range preps {
 		var val *cid.Cid
@@ -605,7 +568,7 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 			val = &c
 		}
 		if _, err := atrepo.ApplyOp(st.tree, p.path(), val); err != nil {
-			return nil, Head{}, fmt.Errorf("apply op %s: %w", p.path(), err)
+			return nil, fmt.Errorf("apply op %s: %w", p.path(), err)
 		}
 		// After every operation, not once per batch: an emptied root must
 		// not carry a stale layer into the next insert of the same batch.
@@ -614,22 +577,22 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 	rec := newRecorder()
 	root, err := st.tree.WriteDiffBlocks(ctx, rec)
 	if err != nil {
-		return nil, Head{}, fmt.Errorf("write tree: %w", err)
+		return nil, fmt.Errorf("write tree: %w", err)
 	}
 
 	rev := st.clock.Next()
 	if rev <= prevHead.Rev {
 		rev = syntax.NewTIDFromInteger(prevHead.Rev.Integer() + 1)
 	}
-	key, err := s.keys.SigningKey(ctx, did)
+	_, commitBlock, err := s.sign(ctx, did, *root, rev)
 	if err != nil {
-		return nil, Head{}, fmt.Errorf("signing key: %w", err)
+		return nil, err
 	}
-	// Head.Commit is set once the commit is signed (see seal).
-	head := Head{Data: *root, Rev: rev}
+	head := Head{Commit: commitBlock.CID, Data: *root, Rev: rev}
 
 	b := &Batch{DID: did, Prev: &prevHead, Head: head, Rev: rev, RequireActive: s.canWrite != nil}
-	diff := rec.blocks
+	b.Put = append(b.Put, commitBlock)
+	diff := append([]Block{commitBlock}, rec.blocks...)
 	newRecords := map[cid.Cid]bool{}
 	for _, p := range preps {
 		if p.Action == Delete || newRecords[p.cid] {
@@ -644,6 +607,7 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		b.Put = append(b.Put, blk)
 		diff = append(diff, blk)
 	}
+	b.Drop = []cid.Cid{prevHead.Commit}
 
 	// Net change per path, in the order paths were first touched.
 	var ops []*comatproto.SyncSubscribeRepos_RepoOp
@@ -707,7 +671,11 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		size += len(blk.Data)
 	}
 	if size > MaxCommitBytes {
-		return nil, Head{}, pdserr.New(pdserr.InvalidRequest, "Too many writes: commit would be %d bytes. Max event size: 2MB", size)
+		return nil, pdserr.New(pdserr.InvalidRequest, "Too many writes: commit would be %d bytes. Max event size: 2MB", size)
+	}
+	carBytes, err := writeCAR(commitBlock.CID, diff)
+	if err != nil {
+		return nil, err
 	}
 	since := prevHead.Rev.String()
 	prevData := lexutil.LexLink(prevHead.Data)
@@ -721,50 +689,19 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		Repo:     did.String(),
 		Rev:      rev.String(),
 		Since:    &since,
+		Commit:   lexutil.LexLink(commitBlock.CID),
 		PrevData: &prevData,
+		Blocks:   carBytes,
 		Ops:      ops,
 		Blobs:    blobs,
 		Time:     sequencer.Timestamp(s.now()),
 	}
-	s.seal(ctx, b, key, msg, diff)
-	return b, head, nil
-}
-
-// seal signs b's commit in a goroutine of its own and sets b.Seal to wait
-// for it: the signature, the costliest step of a commit's CPU work, is
-// then computed while the store writes the rest of the batch, on another
-// core. Sealing sets Head.Commit, Commit, and the #commit event (msg with
-// the commit and a CAR of it and diff), plus #sync where needed.
-func (s *Service) seal(ctx context.Context, b *Batch, key atcrypto.PrivateKey, msg *comatproto.SyncSubscribeRepos_Commit, diff []Block) {
-	done := make(chan struct{})
-	var err error
-	b.Seal = func() error {
-		<-done
-		return err
-	}
-	go func() {
-		defer close(done)
-		err = s.sealBatch(context.WithoutCancel(ctx), b, key, msg, diff)
-	}()
-}
-
-func (s *Service) sealBatch(ctx context.Context, b *Batch, key atcrypto.PrivateKey, msg *comatproto.SyncSubscribeRepos_Commit, diff []Block) error {
-	commitBlock, err := signCommit(key, b.DID, b.Head.Data, b.Rev)
-	if err != nil {
-		return err
-	}
-	carBytes, err := writeCAR(commitBlock.CID, append([]Block{commitBlock}, diff...))
-	if err != nil {
-		return err
-	}
-	msg.Commit = lexutil.LexLink(commitBlock.CID)
-	msg.Blocks = carBytes
 	ev, err := sequencer.Commit(msg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	events := []sequencer.Event{ev}
-	if needsSync(msg.Ops) {
+	b.Events = []sequencer.Event{ev}
+	if needsSync(ops) {
 		// indigo's verifier (which relays run) inverts ops in path order,
 		// and its MST removal can leave an emptied tree on a stale layer;
 		// a valid batch that deletes and creates across layers can then
@@ -773,19 +710,17 @@ func (s *Service) sealBatch(ctx context.Context, b *Batch, key atcrypto.PrivateK
 		if _, verr := atrepo.VerifyCommitMessage(ctx, msg); verr != nil {
 			car, err := writeCAR(commitBlock.CID, []Block{commitBlock})
 			if err != nil {
-				return err
+				return nil, err
 			}
-			sync, err := sequencer.Sync(b.DID, b.Rev, car, s.now())
+			sync, err := sequencer.Sync(did, rev, car, s.now())
 			if err != nil {
-				return err
+				return nil, err
 			}
-			events = append(events, sync)
+			b.Events = append(b.Events, sync)
 		}
 	}
-	b.Head.Commit = commitBlock.CID
-	b.Commit = commitBlock
-	b.Events = events
-	return nil
+
+	return b, nil
 }
 
 // blobRefProblem turns a store's refusal of a blob reference into the

@@ -73,6 +73,7 @@ const (
 	sqlIndexRecord = `INSERT INTO records (did, collection, rkey, cid, rev) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, rev = excluded.rev`
 	sqlUnindexRecord = "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?"
+	sqlDropBlock     = "DELETE FROM repo_blocks WHERE did = ? AND cid = ?"
 	sqlMaybeDrop     = `DELETE FROM repo_blocks WHERE did = ? AND cid = ?
 		AND NOT EXISTS (SELECT 1 FROM records WHERE did = ? AND cid = ?)`
 	sqlCreateHead = "INSERT INTO repo_roots (did, commit_cid, data_cid, rev, commit_data) VALUES (?, ?, ?, ?, ?)"
@@ -149,9 +150,14 @@ func (s *RepoStore) apply(ctx context.Context, tx *sql.Tx, b *repo.Batch) ([]int
 	st := func(q string) *sql.Stmt { return tx.StmtContext(ctx, s.db.stmt(q)) }
 	did := b.DID.String()
 	rev := b.Rev.String()
+	var commit []byte
 	if len(b.Put) > 0 {
 		put := st(sqlPutBlock)
 		for _, blk := range b.Put {
+			if blk.CID == b.Head.Commit {
+				commit = blk.Data // stored with the head
+				continue
+			}
 			if _, err := put.ExecContext(ctx, did, blk.CID.Bytes(), rev, blk.Data); err != nil {
 				return nil, fmt.Errorf("insert block: %w", err)
 			}
@@ -170,21 +176,24 @@ func (s *RepoStore) apply(ctx context.Context, tx *sql.Tx, b *repo.Batch) ([]int
 			return nil, fmt.Errorf("unindex record: %w", err)
 		}
 	}
+	if commit == nil {
+		return nil, fmt.Errorf("batch for %s lacks its commit block %s", did, b.Head.Commit)
+	}
+	if len(b.Drop) > 0 {
+		drop := st(sqlDropBlock)
+		for _, c := range b.Drop {
+			if b.Prev != nil && c == b.Prev.Commit {
+				continue // replaced in the root row with the head
+			}
+			if _, err := drop.ExecContext(ctx, did, c.Bytes()); err != nil {
+				return nil, fmt.Errorf("drop block: %w", err)
+			}
+		}
+	}
 	for _, c := range b.MaybeDrop {
 		if _, err := st(sqlMaybeDrop).ExecContext(ctx, did, c.Bytes(), did, c.Bytes()); err != nil {
 			return nil, fmt.Errorf("drop record block: %w", err)
 		}
-	}
-	// The commit is signed meanwhile (repo.Batch.Seal); it replaces the
-	// previous one in the root row.
-	if b.Seal != nil {
-		if err := b.Seal(); err != nil {
-			return nil, fmt.Errorf("seal commit: %w", err)
-		}
-	}
-	commit := b.Commit.Data
-	if commit == nil || b.Commit.CID != b.Head.Commit {
-		return nil, fmt.Errorf("batch for %s lacks its commit block %s", did, b.Head.Commit)
 	}
 	if b.Prev == nil {
 		if _, err := st(sqlCreateHead).ExecContext(ctx, did, b.Head.Commit.Bytes(), b.Head.Data.Bytes(), b.Head.Rev.String(), commit); err != nil {
