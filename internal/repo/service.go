@@ -355,7 +355,7 @@ func (s *Service) Resign(ctx context.Context, did syntax.DID, extra func(Head, [
 	if err != nil {
 		return Head{}, err
 	}
-	b := &Batch{DID: did, Prev: &prev, Head: head, Rev: rev, Put: []Block{commitBlock}, Drop: []cid.Cid{prev.Commit}, Events: evs}
+	b := &Batch{DID: did, Prev: &prev, Head: head, Rev: rev, Put: []Block{commitBlock}, Events: evs}
 	if _, err := s.store.Apply(ctx, b); err != nil {
 		return Head{}, fmt.Errorf("apply re-signed commit: %w", err)
 	}

@@ -73,10 +73,9 @@ type Batch struct {
 	// unless the account is active inside the same transaction, so a
 	// deactivation by another process can never race a write.
 	RequireActive bool
-	// Put are the new blocks: the commit and new records.
+	// Put are the new blocks: the commit and new records. The store keeps
+	// the commit with the head, replacing the previous one.
 	Put []Block
-	// Drop are blocks that are no longer reachable: the previous commit.
-	Drop []cid.Cid
 	// MaybeDrop are record blocks that lost a reference; each is deleted
 	// only if no record in the index still points to it (two records with
 	// identical content share one block).

@@ -607,7 +607,6 @@ func (s *Service) commit(ctx context.Context, did syntax.DID, st *repoState, pre
 		b.Put = append(b.Put, blk)
 		diff = append(diff, blk)
 	}
-	b.Drop = []cid.Cid{prevHead.Commit}
 
 	// Net change per path, in the order paths were first touched.
 	var ops []*comatproto.SyncSubscribeRepos_RepoOp

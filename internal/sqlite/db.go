@@ -225,7 +225,7 @@ func (db *DB) Path() string { return db.path }
 // prepared before any transaction, because the single write connection is
 // busy for the whole of a transaction.
 var writeStatements = []string{
-	sqlPutBlock, sqlIndexRecord, sqlUnindexRecord, sqlDropBlock,
+	sqlPutBlock, sqlIndexRecord, sqlUnindexRecord,
 	sqlMaybeDrop, sqlCreateHead, sqlMoveHead, sqlMoveHeadActive, sqlAccountStatus, sqlAppendEvent,
 	sqlSavepoint, sqlRollbackTo, sqlRelease,
 }

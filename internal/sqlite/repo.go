@@ -73,7 +73,6 @@ const (
 	sqlIndexRecord = `INSERT INTO records (did, collection, rkey, cid, rev) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, rev = excluded.rev`
 	sqlUnindexRecord = "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?"
-	sqlDropBlock     = "DELETE FROM repo_blocks WHERE did = ? AND cid = ?"
 	sqlMaybeDrop     = `DELETE FROM repo_blocks WHERE did = ? AND cid = ?
 		AND NOT EXISTS (SELECT 1 FROM records WHERE did = ? AND cid = ?)`
 	sqlCreateHead = "INSERT INTO repo_roots (did, commit_cid, data_cid, rev, commit_data) VALUES (?, ?, ?, ?, ?)"
@@ -178,17 +177,6 @@ func (s *RepoStore) apply(ctx context.Context, tx *sql.Tx, b *repo.Batch) ([]int
 	}
 	if commit == nil {
 		return nil, fmt.Errorf("batch for %s lacks its commit block %s", did, b.Head.Commit)
-	}
-	if len(b.Drop) > 0 {
-		drop := st(sqlDropBlock)
-		for _, c := range b.Drop {
-			if b.Prev != nil && c == b.Prev.Commit {
-				continue // replaced in the root row with the head
-			}
-			if _, err := drop.ExecContext(ctx, did, c.Bytes()); err != nil {
-				return nil, fmt.Errorf("drop block: %w", err)
-			}
-		}
 	}
 	for _, c := range b.MaybeDrop {
 		if _, err := st(sqlMaybeDrop).ExecContext(ctx, did, c.Bytes(), did, c.Bytes()); err != nil {
