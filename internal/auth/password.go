@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
@@ -59,12 +60,29 @@ func GenerateToken() string {
 	return lowerBase32.EncodeToString(b)
 }
 
-// scryptSlot lets one app-password hash run at a time. Each needs a 32 MB
-// buffer (128·N·r bytes); logins are limited per client, not in total, so
-// a burst of them would otherwise hold 32 MB each at once, more than the
-// rest of the server on a small machine. Hashing is CPU-bound, so on such
-// a machine concurrent hashes would only share its cores anyway.
-var scryptSlot = make(chan struct{}, 1)
+// AppPasswordHasher runs app-password hashes one at a time. Each needs a
+// 32 MB buffer (128·N·r bytes); logins are limited per client, not in
+// total, so a burst of them would otherwise hold 32 MB each at once, more
+// than the rest of the server on a small machine. Hashing is CPU-bound, so
+// on such a machine concurrent hashes would only share its cores anyway.
+type AppPasswordHasher struct{ slot chan struct{} }
+
+// NewAppPasswordHasher returns a hasher with one slot.
+func NewAppPasswordHasher() *AppPasswordHasher {
+	return &AppPasswordHasher{slot: make(chan struct{}, 1)}
+}
+
+// Hash is HashAppPassword once the slot is free; it gives up when ctx
+// ends first.
+func (h *AppPasswordHasher) Hash(ctx context.Context, did syntax.DID, pw string) (string, error) {
+	select {
+	case h.slot <- struct{}{}:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	defer func() { <-h.slot }()
+	return HashAppPassword(did, pw)
+}
 
 // HashAppPassword returns the stored form of an app password: scrypt
 // (N=32768, r=8, p=1) salted with a value derived from the account's DID.
@@ -73,7 +91,6 @@ var scryptSlot = make(chan struct{}, 1)
 // precomputation is hopeless either way.
 func HashAppPassword(did syntax.DID, pw string) (string, error) {
 	salt := sha256.Sum256([]byte("stratus app password\x00" + did.String()))
-	scryptSlot <- struct{}{}
 	key, err := scrypt.Key([]byte(pw), salt[:], 1<<15, 8, 1, 32)
 	// The 32 MB buffer is garbage once scrypt returns, but allocating it
 	// started a collection that found it live, so the heap goal is now
@@ -84,7 +101,6 @@ func HashAppPassword(did syntax.DID, pw string) (string, error) {
 	// collection here (about 3 ms, against 60-100 ms of hashing) puts the
 	// goal back at twice the live heap and returns the buffer at once.
 	debug.FreeOSMemory()
-	<-scryptSlot
 	if err != nil {
 		return "", fmt.Errorf("hash app password: %w", err)
 	}

@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"context"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -67,10 +68,11 @@ func TestAppPasswordHashesOneAtATime(t *testing.T) {
 			}
 		}
 	}()
+	hasher := auth.NewAppPasswordHasher()
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			if _, err := auth.HashAppPassword(testDID, appPassword); err != nil {
+			if _, err := hasher.Hash(context.Background(), testDID, appPassword); err != nil {
 				t.Error(err)
 			}
 		})

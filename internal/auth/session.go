@@ -107,6 +107,7 @@ type Sessions struct {
 	accounts  Accounts
 	passwords Passwords
 	now       func() time.Time
+	hasher    *AppPasswordHasher
 
 	mu    sync.RWMutex
 	ended map[string]time.Time // sid → until
@@ -117,7 +118,7 @@ func NewSessions(ctx context.Context, tokens *Tokens, store SessionStore, accoun
 	if now == nil {
 		now = time.Now
 	}
-	s := &Sessions{tokens: tokens, store: store, accounts: accounts, passwords: passwords, now: now}
+	s := &Sessions{tokens: tokens, store: store, accounts: accounts, passwords: passwords, now: now, hasher: NewAppPasswordHasher()}
 	ended, err := store.EndedSessions(ctx, now())
 	if err != nil {
 		return nil, fmt.Errorf("load ended sessions: %w", err)
@@ -159,7 +160,7 @@ func (s *Sessions) Login(ctx context.Context, identifier, password string) (*Ses
 	if err != nil {
 		if pe, ok := pdserr.As(err); ok && (pe.Name == pdserr.RepoNotFound || pe.Name == pdserr.InvalidRequest) {
 			if shaped {
-				_, _ = HashAppPassword("did:plc:unknown", password)
+				_, _ = s.hasher.Hash(ctx, "did:plc:unknown", password)
 			}
 			CheckPassword(dummyHash, password)
 			return nil, errBadLogin
@@ -168,7 +169,7 @@ func (s *Sessions) Login(ctx context.Context, identifier, password string) (*Ses
 	}
 	var ap *AppPassword
 	if shaped {
-		h, err := HashAppPassword(a.DID, password)
+		h, err := s.hasher.Hash(ctx, a.DID, password)
 		if err != nil {
 			return nil, err
 		}
@@ -385,7 +386,7 @@ func (s *Sessions) CreateAppPassword(ctx context.Context, did syntax.DID, name s
 		return nil, pdserr.New(pdserr.InvalidRequest, "name must be at most %d characters", MaxAppPasswordName)
 	}
 	pw := GeneratePassword()
-	h, err := HashAppPassword(did, pw)
+	h, err := s.hasher.Hash(ctx, did, pw)
 	if err != nil {
 		return nil, err
 	}
