@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -90,6 +91,14 @@ type Options struct {
 	Profiler Profiler
 	// Local marks a server the tool started itself (for the report).
 	Local bool
+	// SubscriberProcess, when set, returns the command of a process that
+	// runs the firehose subscribers of scenario 5 (`pds bench-subscribers`,
+	// see RunSubscriberProcess). The sequential writer of scenarios 1 and 5
+	// then runs on one thread: it makes one request at a time, and with a
+	// second thread every round trip is handed between the two. Left nil,
+	// the subscribers run in this process and the writer uses every core,
+	// as the subscribers then need them.
+	SubscriberProcess func() *exec.Cmd
 	// Progress receives one line per scenario as the run goes.
 	Progress io.Writer
 }

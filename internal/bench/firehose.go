@@ -202,6 +202,84 @@ func subscribeURL(server string) string {
 	return u + "/xrpc/com.atproto.sync.subscribeRepos"
 }
 
+// subscriberSet is the subscribers of scenario 5, in this process or in
+// one of their own.
+type subscriberSet interface {
+	// waitAll waits until every subscriber has each CID (or has failed),
+	// for at most d.
+	waitAll(ctx context.Context, cids []string, d time.Duration) bool
+	// results returns, per subscriber, when each record CID arrived and
+	// why it stopped, if it did.
+	results() ([]subscriberResult, error)
+	close()
+}
+
+// subscriberResult is what one subscriber received.
+type subscriberResult struct {
+	got map[string]time.Time // record CID → arrival
+	err error
+}
+
+// localSubscribers are subscribers reading in this process.
+type localSubscribers struct {
+	subs   []*subscriber
+	cancel context.CancelFunc
+}
+
+// dialSubscribers attaches n subscribers to server's firehose.
+func dialSubscribers(ctx context.Context, server, bypass string, n int, timeout time.Duration) (*localSubscribers, error) {
+	header := http.Header{}
+	if bypass != "" {
+		header.Set("x-ratelimit-bypass", bypass)
+	}
+	subCtx, cancel := context.WithCancel(ctx)
+	ls := &localSubscribers{cancel: cancel}
+	frames := newFrameCache()
+	for range n {
+		// gorilla/websocket, which relays built on indigo use, reads a
+		// message without per-read timers or contexts: the subscribers
+		// share the server's cores, so their own cost must stay small.
+		dctx, dcancel := context.WithTimeout(ctx, timeout)
+		conn, resp, err := subscriberDialer.DialContext(dctx, subscribeURL(server), header)
+		dcancel()
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
+			ls.close()
+			return nil, fmt.Errorf("subscribeRepos: %w", err)
+		}
+		conn.SetReadLimit(maxFrame)
+		s := &subscriber{conn: conn, frames: frames, done: make(chan struct{}), got: map[string]time.Time{}}
+		ls.subs = append(ls.subs, s)
+		go s.read(subCtx)
+	}
+	return ls, nil
+}
+
+func (ls *localSubscribers) waitAll(ctx context.Context, cids []string, d time.Duration) bool {
+	return waitAll(ctx, ls.subs, cids, d)
+}
+
+func (ls *localSubscribers) results() ([]subscriberResult, error) {
+	out := make([]subscriberResult, len(ls.subs))
+	for i, s := range ls.subs {
+		s.mu.Lock()
+		s.index()
+		out[i] = subscriberResult{got: s.got, err: s.err}
+		s.mu.Unlock()
+	}
+	return out, nil
+}
+
+func (ls *localSubscribers) close() {
+	ls.cancel()
+	for _, s := range ls.subs {
+		s.conn.Close()
+		<-s.done
+	}
+}
+
 // 5: S subscribers attached while sequential createRecord calls run.
 func (r *run) firehose(ctx context.Context) []Result {
 	n := r.opts.Records
@@ -210,39 +288,19 @@ func (r *run) firehose(ctx context.Context) []Result {
 	fail := func(err error) []Result {
 		return []Result{{Title: writeTitle}, {Title: deliveryTitle, Errors: 1, FirstError: err.Error()}}
 	}
-	subCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	header := http.Header{}
-	if r.opts.RateLimitBypass != "" {
-		header.Set("x-ratelimit-bypass", r.opts.RateLimitBypass)
+	var subs subscriberSet
+	var err error
+	where := "in this process"
+	if r.opts.SubscriberProcess != nil {
+		subs, err = startSubscriberProcess(ctx, r.opts.SubscriberProcess(), r.opts.Server, r.opts.RateLimitBypass, r.opts.Subscribers, r.opts.RequestTimeout)
+		where = "in a process of their own, the writer on one thread"
+	} else {
+		subs, err = dialSubscribers(ctx, r.opts.Server, r.opts.RateLimitBypass, r.opts.Subscribers, r.opts.RequestTimeout)
 	}
-	subs := make([]*subscriber, 0, r.opts.Subscribers)
-	frames := newFrameCache()
-	defer func() {
-		cancel()
-		for _, s := range subs {
-			s.conn.Close()
-			<-s.done
-		}
-	}()
-	for range r.opts.Subscribers {
-		// gorilla/websocket, which relays built on indigo use, reads a
-		// message without per-read timers or contexts: the subscribers
-		// share the server's cores, so their own cost must stay small.
-		dctx, dcancel := context.WithTimeout(ctx, r.opts.RequestTimeout)
-		conn, resp, err := subscriberDialer.DialContext(dctx, subscribeURL(r.opts.Server), header)
-		dcancel()
-		if resp != nil && resp.Body != nil {
-			resp.Body.Close()
-		}
-		if err != nil {
-			return fail(fmt.Errorf("subscribeRepos: %w", err))
-		}
-		conn.SetReadLimit(maxFrame)
-		s := &subscriber{conn: conn, frames: frames, done: make(chan struct{}), got: map[string]time.Time{}}
-		subs = append(subs, s)
-		go s.read(subCtx)
+	if err != nil {
+		return fail(err)
 	}
+	defer subs.close()
 	// Writes that are not measured show every subscriber is attached: a
 	// subscriber without a cursor gets only events after the server has
 	// registered it, which can be a moment after its handshake, so a
@@ -253,7 +311,7 @@ func (r *run) firehose(ctx context.Context) []Result {
 		if err != nil {
 			return fail(fmt.Errorf("probe write: %w", err))
 		}
-		attached = waitAll(ctx, subs, []string{probe.CID}, 2*time.Second)
+		attached = subs.waitAll(ctx, []string{probe.CID}, 2*time.Second)
 	}
 	if !attached {
 		return fail(errors.New("not every subscriber received a probe write's commit within 30s"))
@@ -274,13 +332,14 @@ func (r *run) firehose(ctx context.Context) []Result {
 		writes.Notes = append(writes.Notes, fmt.Sprintf("%.2f× the rate of scenario 1 without subscribers", writes.PerSecond/r.seqPS))
 	}
 	// Give the stream time to deliver the last commits.
-	waitAll(ctx, subs, order, 10*time.Second)
-	cancel()
+	subs.waitAll(ctx, order, 10*time.Second)
+	got, err := subs.results()
+	if err != nil {
+		return fail(err)
+	}
 
 	d := &tally{}
-	for _, s := range subs {
-		s.mu.Lock()
-		s.index()
+	for _, s := range got {
 		for _, c := range order {
 			if at, ok := s.got[c]; ok {
 				d.add(at.Sub(sent[c]), nil)
@@ -290,10 +349,9 @@ func (r *run) firehose(ctx context.Context) []Result {
 				d.add(0, fmt.Errorf("commit of record %s not delivered within 10s of the last write", c))
 			}
 		}
-		s.mu.Unlock()
 	}
 	delivery := d.result(deliveryTitle, "events/s", elapsed, 1)
-	delivery.Notes = []string{"latency from sending the write to the subscriber receiving its #commit; subscribers read every frame whole, and each distinct frame is decoded once"}
+	delivery.Notes = []string{"latency from sending the write to the subscriber receiving its #commit; subscribers read every frame whole, and each distinct frame is decoded once; subscribers " + where}
 	return []Result{writes, delivery}
 }
 

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,11 @@ func (r *run) create(ctx context.Context, scenario string, i int) (writeAnswer, 
 // bound; onSent (if set) learns each write's send time and record CID.
 func (r *run) sequentialCreates(ctx context.Context, scenario string, n int, onSent func(cid string, sent time.Time)) (*tally, time.Duration) {
 	t := &tally{}
+	if r.opts.SubscriberProcess != nil {
+		// One request at a time needs one thread; see
+		// Options.SubscriberProcess.
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	}
 	deadline := time.Now().Add(r.opts.MaxTime)
 	start := time.Now()
 	keys := make([]string, 0, n)

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -105,6 +107,15 @@ port). Any failed request makes the command exit 1, after the report.`,
 				}
 				o.Profiler = &bench.HTTPProfiler{Base: pprofURL, Dir: profileDir}
 			}
+			if exe, err := os.Executable(); err == nil {
+				// The firehose subscribers run in a process of their own,
+				// so the sequential writer can have one thread.
+				o.SubscriberProcess = func() *exec.Cmd {
+					c := exec.CommandContext(ctx, exe, "bench-subscribers")
+					c.Stderr = e.Stderr
+					return c
+				}
+			}
 			o.Progress = e.Stderr
 			rep, err := bench.Run(ctx, o)
 			if oe := (*bench.OptionsError)(nil); errors.As(err, &oe) {
@@ -157,5 +168,30 @@ port). Any failed request makes the command exit 1, after the report.`,
 	f.DurationVar(&o.MaxTime, "max-time", o.MaxTime, "time bound of each scenario")
 	f.DurationVar(&o.RequestTimeout, "timeout", o.RequestTimeout, "time bound of each request")
 	f.StringSliceVar(&o.Skip, "skip", nil, "scenarios not to run ("+strings.Join(bench.ScenarioNames, ", ")+")")
+	return cmd
+}
+
+// newBenchSubscribersCmd is the firehose subscribers' process of `pds
+// bench` (scenario 5), which starts it; not for direct use.
+func newBenchSubscribersCmd(e IO) *cobra.Command {
+	var (
+		server, bypass string
+		n              int
+		timeout        time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:    "bench-subscribers",
+		Short:  "The firehose subscribers of pds bench (started by it)",
+		Hidden: true,
+		Args:   noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.RunSubscriberProcess(cmd.Context(), e.Stdin, e.Stdout, server, bypass, n, timeout)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&server, "server", "", "PDS origin")
+	f.StringVar(&bypass, "ratelimit-bypass", "", "x-ratelimit-bypass value")
+	f.IntVar(&n, "subscribers", 1, "subscribers to attach")
+	f.DurationVar(&timeout, "timeout", time.Minute, "time bound of each connection attempt")
 	return cmd
 }

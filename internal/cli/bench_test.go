@@ -26,7 +26,10 @@ import (
 const asPDS = "STRATUS_CLI_TEST_AS_PDS"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(asPDS) == "1" {
+	// The test binary stands in for pds when a test asks it to, and as
+	// the firehose subscribers' process that pds bench starts (it runs
+	// its own executable).
+	if os.Getenv(asPDS) == "1" || (len(os.Args) > 1 && os.Args[1] == "bench-subscribers") {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := cli.Main(ctx, os.Args[1:], cli.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
 		stop()
@@ -119,6 +122,9 @@ func TestBenchAgainstServer(t *testing.T) {
 				t.Errorf("%s row %d: latency %+v", name, i, got[i].Latency)
 			}
 		}
+	}
+	if fh := rows[bench.Firehose]; len(fh) == 2 && !strings.Contains(strings.Join(fh[1].Notes, " "), "in a process of their own") {
+		t.Errorf("firehose notes %q: the subscribers should run in their own process", fh[1].Notes)
 	}
 	if reads := rows[bench.GetRecord]; len(reads) != 1 || reads[0].Count == 0 || reads[0].Count > 40 || reads[0].Errors != 0 {
 		t.Errorf("get-record rows %+v", reads)

@@ -79,7 +79,7 @@ Settings live in a data directory (--data-dir, env PDS_DATA_DIR, default
 	root.AddCommand(newCheckCmd(e), newBackupCmd(e), newRestoreCmd(e), newExportCmd(e))
 	root.AddCommand(newMigrateCmd(e))
 	root.AddCommand(newStatusCmd(e), newDashboardCmd(e))
-	root.AddCommand(newBenchCmd(e))
+	root.AddCommand(newBenchCmd(e), newBenchSubscribersCmd(e))
 	// Argument mistakes are usage errors (exit status 2), like flag errors.
 	root.Args = func(cmd *cobra.Command, args []string) error {
 		if len(args) > 0 {
