@@ -14,8 +14,8 @@ import (
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
 	"github.com/gorilla/websocket"
-	"github.com/ipfs/go-cid"
-	cbg "github.com/whyrusleeping/cbor-gen"
+
+	"stratus/internal/sequencer"
 )
 
 // maxFrame bounds one firehose message (a commit carries at most a few
@@ -154,24 +154,19 @@ func (s *subscriber) has(c string) bool {
 // records a #commit creates; other messages give none, error frames an
 // error.
 func createdCIDs(frame []byte) ([]string, error) {
-	r := bytes.NewReader(frame)
-	if err := cbg.ScanForLinks(r, func(cid.Cid) {}); err != nil {
-		return nil, fmt.Errorf("firehose frame header: %w", err)
-	}
-	n := len(frame) - r.Len()
-	hdr, err := atdata.UnmarshalCBOR(frame[:n])
+	op, t, body, err := sequencer.SplitFrame(frame)
 	if err != nil {
-		return nil, fmt.Errorf("firehose frame header: %w", err)
+		return nil, fmt.Errorf("firehose %w", err)
 	}
-	if op, _ := hdr["op"].(int64); op != 1 {
-		body, _ := atdata.UnmarshalCBOR(frame[n:])
-		return nil, fmt.Errorf("firehose error frame: %v: %v", body["error"], body["message"])
+	if op != 1 {
+		b, _ := atdata.UnmarshalCBOR(body)
+		return nil, fmt.Errorf("firehose error frame: %v: %v", b["error"], b["message"])
 	}
-	if t, _ := hdr["t"].(string); t != "#commit" {
+	if t != "#commit" {
 		return nil, nil
 	}
 	var ev comatproto.SyncSubscribeRepos_Commit
-	if err := ev.UnmarshalCBOR(r); err != nil {
+	if err := ev.UnmarshalCBOR(bytes.NewReader(body)); err != nil {
 		return nil, fmt.Errorf("firehose #commit: %w", err)
 	}
 	var out []string

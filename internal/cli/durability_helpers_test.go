@@ -13,10 +13,9 @@ import (
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
-	"github.com/bluesky-social/indigo/atproto/atdata"
 	"github.com/coder/websocket"
-	"github.com/ipfs/go-cid"
-	cbg "github.com/whyrusleeping/cbor-gen"
+
+	"stratus/internal/sequencer"
 )
 
 // xrpcCall sends one XRPC request and decodes a 200 answer into out.
@@ -117,18 +116,8 @@ type frame struct {
 
 // parseFrame splits a firehose message into its DAG-CBOR header and body.
 func parseFrame(data []byte) (frame, error) {
-	r := bytes.NewReader(data)
-	if err := cbg.ScanForLinks(r, func(cid.Cid) {}); err != nil {
-		return frame{}, fmt.Errorf("frame header: %w", err)
-	}
-	n := len(data) - r.Len()
-	hdr, err := atdata.UnmarshalCBOR(data[:n])
-	if err != nil {
-		return frame{}, fmt.Errorf("frame header: %w", err)
-	}
-	op, _ := hdr["op"].(int64)
-	t, _ := hdr["t"].(string)
-	return frame{Op: op, T: t, Body: data[n:]}, nil
+	op, t, body, err := sequencer.SplitFrame(data)
+	return frame{Op: op, T: t, Body: body}, err
 }
 
 // mustSeq decodes the seq of an #identity or #account frame.

@@ -6,6 +6,7 @@ import (
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
+	"github.com/ipfs/go-cid"
 	cbg "github.com/whyrusleeping/cbor-gen"
 
 	"stratus/internal/atjson"
@@ -176,6 +177,37 @@ func cborSkip(b []byte, i, depth int) (int, bool) {
 		return cborSkip(b, i, depth+1)
 	}
 	return 0, false
+}
+
+// SplitFrame splits a subscribeRepos message into its DAG-CBOR header,
+// which must be a map holding an integer op and, for messages, a string
+// t (and nothing else), and the body after it; the reading side of Frame,
+// InfoFrame and ErrorFrame.
+func SplitFrame(data []byte) (op int64, t string, body []byte, err error) {
+	r := bytes.NewReader(data)
+	if err := cbg.ScanForLinks(r, func(cid.Cid) {}); err != nil {
+		return 0, "", nil, fmt.Errorf("frame header: %w", err)
+	}
+	n := len(data) - r.Len()
+	hdr, err := atdata.UnmarshalCBOR(data[:n])
+	if err != nil {
+		return 0, "", nil, fmt.Errorf("frame header is not a map: %w", err)
+	}
+	op, ok := hdr["op"].(int64)
+	if !ok {
+		return 0, "", nil, fmt.Errorf("frame header %v has no integer op", hdr)
+	}
+	fields := 1
+	if v, present := hdr["t"]; present {
+		if t, ok = v.(string); !ok {
+			return 0, "", nil, fmt.Errorf("frame header %v: t is not a string", hdr)
+		}
+		fields++
+	}
+	if len(hdr) != fields {
+		return 0, "", nil, fmt.Errorf("frame header %v has unexpected fields", hdr)
+	}
+	return op, t, data[n:], nil
 }
 
 // InfoFrame encodes an #info frame (e.g. OutdatedCursor).

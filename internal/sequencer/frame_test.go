@@ -327,3 +327,44 @@ func TestFrame_Errors(t *testing.T) {
 		}
 	}
 }
+
+// Ensure SplitFrame reads back what Frame, InfoFrame and ErrorFrame write
+// and refuses headers that are not {op, t?}.
+func TestSplitFrame(t *testing.T) {
+	info, err := sequencer.InfoFrame("OutdatedCursor", "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errFrame, err := sequencer.ErrorFrame("FutureCursor", "ahead")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		data []byte
+		op   int64
+		typ  string
+	}{{info, 1, "#info"}, {errFrame, -1, ""}} {
+		op, typ, body, err := sequencer.SplitFrame(tc.data)
+		if err != nil || op != tc.op || typ != tc.typ || len(body) == 0 {
+			t.Errorf("SplitFrame = %d %q %d bytes %v; want %d %q", op, typ, len(body), err, tc.op, tc.typ)
+		}
+	}
+	enc := func(v any) []byte {
+		b, err := atdata.MarshalCBOR(v.(map[string]any))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(b, 0xa0)
+	}
+	for name, data := range map[string][]byte{
+		"empty":       nil,
+		"no op":       enc(map[string]any{"t": "#commit"}),
+		"op a string": enc(map[string]any{"op": "1"}),
+		"t a number":  enc(map[string]any{"op": int64(1), "t": int64(2)}),
+		"extra field": enc(map[string]any{"op": int64(1), "t": "#commit", "x": int64(0)}),
+	} {
+		if _, _, _, err := sequencer.SplitFrame(data); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

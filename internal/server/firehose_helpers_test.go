@@ -12,10 +12,9 @@ import (
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
 	"github.com/coder/websocket"
-	"github.com/ipfs/go-cid"
-	cbg "github.com/whyrusleeping/cbor-gen"
 
 	"stratus/internal/pdstest"
+	"stratus/internal/sequencer"
 )
 
 // wsFrame is one firehose frame split into its header and body.
@@ -29,39 +28,14 @@ type wsFrame struct {
 // parseFrame splits a firehose message into its DAG-CBOR header, which
 // must be a map holding op (and t for messages), and the body after it.
 func parseFrame(data []byte) (wsFrame, error) {
-	r := bytes.NewReader(data)
-	if err := cbg.ScanForLinks(r, func(cid.Cid) {}); err != nil {
-		return wsFrame{}, fmt.Errorf("frame header: %w", err)
-	}
-	hdrLen := len(data) - r.Len()
-	hdr, err := atdata.UnmarshalCBOR(data[:hdrLen])
+	op, t, body, err := sequencer.SplitFrame(data)
 	if err != nil {
-		return wsFrame{}, fmt.Errorf("frame header is not a map: %w", err)
+		return wsFrame{}, err
 	}
-	op, ok := hdr["op"].(int64)
-	if !ok {
-		return wsFrame{}, fmt.Errorf("frame header %v has no integer op", hdr)
+	if len(body) == 0 {
+		return wsFrame{}, fmt.Errorf("frame %s has no body", t)
 	}
-	f := wsFrame{Op: op, Body: data[hdrLen:], Raw: data}
-	if t, ok := hdr["t"]; ok {
-		if f.T, ok = t.(string); !ok {
-			return wsFrame{}, fmt.Errorf("frame header %v: t is not a string", hdr)
-		}
-	}
-	if len(hdr) != 1+btoi(f.T != "") {
-		return wsFrame{}, fmt.Errorf("frame header %v has unexpected fields", hdr)
-	}
-	if len(f.Body) == 0 {
-		return wsFrame{}, fmt.Errorf("frame %s has no body", f.T)
-	}
-	return f, nil
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
+	return wsFrame{Op: op, T: t, Body: body, Raw: data}, nil
 }
 
 // readFrame reads one firehose frame and splits header from body.
