@@ -513,6 +513,18 @@ func verifyReplay(t *testing.T, base string, pub atcrypto.PublicKey, headCID, he
 		}
 		r := bytes.NewReader(f.Body)
 		var got int64
+		// signedCommit loads the commit a CAR is rooted at and checks its
+		// signature against the account's key.
+		signedCommit := func(car []byte) (*atrepo.Commit, string) {
+			commit, cc, err := atrepo.LoadCommitFromCAR(ctx, bytes.NewReader(car))
+			if err != nil {
+				t.Fatalf("seq %d: %s CAR: %v", got, f.T, err)
+			}
+			if err := commit.VerifySignature(pub); err != nil {
+				t.Fatalf("seq %d: signature: %v", got, err)
+			}
+			return commit, cc.String()
+		}
 		switch f.T {
 		case "#commit":
 			var ev comatproto.SyncSubscribeRepos_Commit
@@ -520,20 +532,14 @@ func verifyReplay(t *testing.T, base string, pub atcrypto.PublicKey, headCID, he
 				t.Fatal(err)
 			}
 			got = ev.Seq
-			commit, cc, err := atrepo.LoadCommitFromCAR(ctx, bytes.NewReader(ev.Blocks))
-			if err != nil {
-				t.Fatalf("seq %d: commit CAR: %v", got, err)
-			}
-			if err := commit.VerifySignature(pub); err != nil {
-				t.Fatalf("seq %d: signature: %v", got, err)
-			}
+			commit, cc := signedCommit(ev.Blocks)
 			if ev.Since == nil || *ev.Since != prevRev || ev.PrevData == nil || ev.PrevData.String() != prevData {
 				t.Fatalf("seq %d: commit %s does not continue rev %s / data %s", got, cc, prevRev, prevData)
 			}
 			if _, err := atrepo.VerifyCommitMessage(ctx, &ev); err != nil {
 				t.Fatalf("seq %d: indigo rejects the commit: %v", got, err)
 			}
-			prevRev, prevCID, prevData = ev.Rev, cc.String(), commit.Data.String()
+			prevRev, prevCID, prevData = ev.Rev, cc, commit.Data.String()
 			commits++
 		case "#sync":
 			var ev comatproto.SyncSubscribeRepos_Sync
@@ -541,14 +547,8 @@ func verifyReplay(t *testing.T, base string, pub atcrypto.PublicKey, headCID, he
 				t.Fatal(err)
 			}
 			got = ev.Seq
-			commit, cc, err := atrepo.LoadCommitFromCAR(ctx, bytes.NewReader(ev.Blocks))
-			if err != nil {
-				t.Fatalf("seq %d: sync CAR: %v", got, err)
-			}
-			if err := commit.VerifySignature(pub); err != nil {
-				t.Fatalf("seq %d: signature: %v", got, err)
-			}
-			prevRev, prevCID, prevData = ev.Rev, cc.String(), commit.Data.String()
+			commit, cc := signedCommit(ev.Blocks)
+			prevRev, prevCID, prevData = ev.Rev, cc, commit.Data.String()
 		default:
 			got = f.mustSeq(t)
 		}
